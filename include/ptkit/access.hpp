@@ -1,0 +1,41 @@
+// How the engine reaches a table from its physical address. The core never
+// casts a physical address itself: boot code with identity tables, a kernel
+// with a direct map and the host simulator each hand in their own policy.
+#pragma once
+
+#include <concepts>
+
+#include "ptkit/addr.hpp"
+
+namespace ptkit {
+
+/// `table(pa)` returns a pointer through which the table at `pa` (one page of
+/// 64-bit entries) can be read and written until `done(ptr)`.
+template <class A>
+concept TableAccess = requires(A a, PhysAddr pa, u64* ptr) {
+  { a.table(pa) } -> std::same_as<u64*>;
+  { a.done(ptr) };
+};
+
+/// Tables are reachable at their physical address (identity-mapped boot code,
+/// or physical memory before paging is on).
+struct IdentityAccess {
+  // The one place a physical address becomes a pointer: identity mapping is
+  // this policy's whole contract.
+  u64* table(PhysAddr pa) const { return reinterpret_cast<u64*>(pa.value()); }  // NOLINT
+  void done(u64*) const {}
+};
+
+/// Tables are reachable at physical + offset: a kernel's direct map, the
+/// image (offset = -load offset) or host memory standing in for RAM.
+struct OffsetAccess {
+  u64 offset = 0;
+  // The policy's contract: all table memory sits at a fixed offset.
+  u64* table(PhysAddr pa) const { return reinterpret_cast<u64*>(pa.value() + offset); }  // NOLINT
+  void done(u64*) const {}
+};
+
+static_assert(TableAccess<IdentityAccess>);
+static_assert(TableAccess<OffsetAccess>);
+
+}  // namespace ptkit

@@ -1,0 +1,111 @@
+// The paging-format contract. A format describes one paging mode: its levels,
+// which of them may hold leaves, and how neutral entries encode into raw
+// descriptors. Generic code never touches an architecture's bits; it asks the
+// format. ExampleFormat below documents the contract member by member.
+#pragma once
+
+#include <concepts>
+
+#include "ptkit/addr.hpp"
+#include "ptkit/attrs.hpp"
+
+namespace ptkit {
+
+enum class EntryKind : u8 { Invalid, Table, Leaf };
+
+/// A decoded descriptor, independent of the architecture.
+struct Entry {
+  EntryKind kind = EntryKind::Invalid;
+  PhysAddr pa;    // table: the next table; leaf: the output address
+  Attrs attrs;    // leaves only
+  u64 kept = 0;   // format-specific bits carried through unchanged (accessed,
+                  // dirty, software bits, protection keys): protect() and
+                  // splits preserve them without knowing what they are
+
+  [[nodiscard]] constexpr bool valid() const { return kind != EntryKind::Invalid; }
+  [[nodiscard]] constexpr bool is_leaf() const { return kind == EntryKind::Leaf; }
+  [[nodiscard]] constexpr bool is_table() const { return kind == EntryKind::Table; }
+
+  static constexpr Entry invalid() { return Entry{}; }
+  static constexpr Entry table(PhysAddr pa) { return Entry{EntryKind::Table, pa, {}, 0}; }
+  static constexpr Entry leaf(PhysAddr pa, Attrs a, u64 kept = 0) {
+    return Entry{EntryKind::Leaf, pa, a, kept};
+  }
+  constexpr bool operator==(const Entry&) const = default;
+};
+
+// Levels are numbered from the bottom: level 0 holds the smallest pages, level
+// levels()-1 is the root. Manual names are available through level_name().
+template <class F>
+concept PagingFormat = requires(const F f, unsigned level, u64 raw, Entry e, Attrs a,
+                                VirtAddr va, bool equivalent) {
+  { F::kMaxLevels } -> std::convertible_to<unsigned>;
+  { f.levels() } -> std::same_as<unsigned>;
+  { f.page_shift() } -> std::same_as<unsigned>;
+  { f.index_bits(level) } -> std::same_as<unsigned>;
+  { f.leaf_allowed(level) } -> std::same_as<bool>;
+  { f.is_canonical(va) } -> std::same_as<bool>;
+  { f.phys_bits() } -> std::same_as<unsigned>;
+  { f.can_express(a) } -> std::same_as<bool>;
+  { f.decode(raw, level) } -> std::same_as<Entry>;
+  { f.encode(e, level) } -> std::same_as<u64>;
+  { f.is_valid_raw(raw) } -> std::same_as<bool>;
+  { f.needs_break(e, e, equivalent) } -> std::same_as<bool>;
+  { f.level_name(level) } -> std::same_as<const char*>;
+};
+
+/// The documented contract. Not a real MMU: a two-level format with 4 KiB
+/// pages, 512-entry tables, leaves at both levels.
+struct ExampleFormat {
+  /// Upper bound on levels() for every configuration of this format; sizes
+  /// the engine's per-level arrays.
+  static constexpr unsigned kMaxLevels = 2;
+  /// Number of table levels for this configuration.
+  [[nodiscard]] constexpr unsigned levels() const { return 2; }
+  /// log2 of the smallest page, which is also the size of every table.
+  [[nodiscard]] constexpr unsigned page_shift() const { return 12; }
+  /// Virtual-address bits that index a table at `level`; the root may use
+  /// fewer than a full table. A table's entries are 64 bits.
+  [[nodiscard]] constexpr unsigned index_bits(unsigned /*level*/) const { return 9; }
+  /// Whether an entry at `level` may be a leaf with this CPU. Level 0 always
+  /// may; if a level may, every lower level may too. Asked at run time because
+  /// large leaves depend on CPU features.
+  [[nodiscard]] constexpr bool leaf_allowed(unsigned /*level*/) const { return true; }
+  /// Whether `va` lies in the format's address space (x86: canonical form).
+  [[nodiscard]] constexpr bool is_canonical(VirtAddr va) const { return va.value() < (u64{1} << 30); }
+  /// Output address bits.
+  [[nodiscard]] constexpr unsigned phys_bits() const { return 40; }
+  /// Whether a leaf can carry these attributes (memory types through the
+  /// caller's layout, permission combinations the format has).
+  [[nodiscard]] constexpr bool can_express(Attrs a) const { return has(a.perm, Perm::R); }
+  /// Raw descriptor -> neutral entry. Total: every raw value decodes.
+  [[nodiscard]] constexpr Entry decode(u64 raw, unsigned /*level*/) const {
+    if ((raw & 1) == 0) return Entry::invalid();
+    if (raw & 2) return Entry::leaf(PhysAddr(raw & ~u64{0xFFF}), Attrs{RW, MemType::WriteBack});
+    return Entry::table(PhysAddr(raw & ~u64{0xFFF}));
+  }
+  /// Neutral entry -> raw descriptor. Precondition: pa aligned for the level,
+  /// attributes accepted by can_express(). The invalid entry encodes as 0.
+  [[nodiscard]] constexpr u64 encode(const Entry& e, unsigned /*level*/) const {
+    if (!e.valid()) return 0;
+    return e.pa.value() | 1 | (e.is_leaf() ? 2 : 0);
+  }
+  /// Cheap validity test used by the engine's scans.
+  [[nodiscard]] constexpr bool is_valid_raw(u64 raw) const { return (raw & 1) != 0; }
+  /// The architecture's rule for replacing a valid entry by another valid one:
+  /// true if the old entry must be made invalid and its translations
+  /// invalidated before the new one is written (Arm break-before-make).
+  /// `equivalent` says that every address translates identically before and
+  /// after (a split or merge), which some architectures allow in one write.
+  [[nodiscard]] constexpr bool needs_break(const Entry& old_entry, const Entry& new_entry,
+                                           bool equivalent) const {
+    return old_entry.valid() && new_entry.valid() && !equivalent;
+  }
+  /// The manual's name for a level, for messages and dumps.
+  [[nodiscard]] constexpr const char* level_name(unsigned level) const {
+    return level == 0 ? "L0" : "L1";
+  }
+};
+static_assert(PagingFormat<ExampleFormat>);
+
+}  // namespace ptkit

@@ -1,0 +1,738 @@
+// AddressSpace: map, unmap, protect, query, walk and plan over one set of page
+// tables, generic over the paging format and the policies.
+//
+// Every update runs twice over the same code: a plan pass that reads the
+// tables, decides everything, detects every error and counts the tables the
+// update needs; then, once those tables are reserved, an apply pass that
+// cannot fail. A failed update therefore leaves the tables bit-for-bit as they
+// were and holds no pages.
+//
+// The engine changes a page size only through equivalent rewrites (a split of
+// a superpage into a table of identical translations, or the reverse merge),
+// and asks the format whether a valid entry must be broken before it is
+// replaced. That keeps x86's "no size change together with frame or
+// attributes" rule and Arm's break-before-make by construction.
+#pragma once
+
+#include "ptkit/access.hpp"
+#include "ptkit/alloc.hpp"
+#include "ptkit/format.hpp"
+#include "ptkit/options.hpp"
+#include "ptkit/status.hpp"
+#include "ptkit/tlb.hpp"
+#include "ptkit/writer.hpp"
+
+namespace ptkit {
+
+template <PagingFormat Format, TableAccess Access, TableAllocator Alloc,
+          EntryWriter Writer = PlainWriter, TlbSink Sink = NullSink>
+class AddressSpace {
+ public:
+  /// Above this many invalidations by address, an update flushes the whole
+  /// TLB instead (Linux's tlb_single_page_flush_ceiling is 33 for the same
+  /// trade-off: beyond that, refilling is cheaper than invalidating).
+  static constexpr u64 kDefaultFullFlushThreshold = 32;
+
+  /// Adopts existing tables rooted at `root`.
+  AddressSpace(Format format, Access access, Alloc alloc, Writer writer, Sink sink, PhysAddr root)
+      : format_(format), access_(access), alloc_(alloc), writer_(writer), sink_(sink), root_(root) {
+    unsigned shift = format_.page_shift();
+    for (unsigned level = 0; level < format_.levels(); ++level) {
+      span_shift_[level] = shift;
+      shift += format_.index_bits(level);
+    }
+    space_shift_ = shift;
+  }
+
+  /// Allocates and clears a root table. Fails with OutOfTables.
+  static Result<AddressSpace> create(Format format, Access access, Alloc alloc, Writer writer = {},
+                                     Sink sink = {}) {
+    if (!alloc.reserve(1)) return Failure{Op::Create, Error::OutOfTables, {}, {}, kNoLevel, 1};
+    const PhysAddr root = alloc.take();
+    AddressSpace space(format, access, alloc, writer, sink, root);
+    u64* table = space.access_.table(root);
+    for (u64 i = 0; i < space.entries(format.levels() - 1); ++i) table[i] = 0;
+    space.access_.done(table);
+    return space;
+  }
+
+  AddressSpace(AddressSpace&&) noexcept = default;
+
+  [[nodiscard]] PhysAddr root() const { return root_; }
+  [[nodiscard]] const Format& format() const { return format_; }
+  Alloc& allocator() { return alloc_; }
+  Writer& writer() { return writer_; }
+  Sink& sink() { return sink_; }
+  Access& access() { return access_; }
+  void set_full_flush_threshold(u64 invalidations) { full_flush_threshold_ = invalidations; }
+
+  /// Bytes mapped by one entry at `level`.
+  [[nodiscard]] u64 leaf_size(unsigned level) const { return u64{1} << span_shift_[level]; }
+  /// Entries in a table at `level` (the root may have fewer than a full page).
+  [[nodiscard]] u64 entries(unsigned level) const { return u64{1} << format_.index_bits(level); }
+
+  // ---- Updates -------------------------------------------------------------
+
+  /// Maps [va, va+size) to [pa, pa+size) with the largest leaves that the
+  /// alignment of va and pa, the format, the CPU and `opts.leaf_sizes` allow.
+  /// Errors: Unaligned, BadSize, NonCanonical, PhysTooLarge,
+  /// LeafSizeUnsupported, AttrUnsupported, AlreadyMapped (existing=Error),
+  /// SplitForbidden, LiveRangeBroken, OutOfTables. On error nothing changed.
+  Result<Outcome> map(VirtAddr va, PhysAddr pa, u64 size, Attrs attrs, const MapOptions& opts = {}) {
+    Request r = map_request(va, pa, size, attrs, opts);
+    return run(r);
+  }
+
+  /// Removes the translations of [va, va+size), splitting superpages that
+  /// straddle the ends and freeing tables that become empty once the TLB work
+  /// that makes them unreachable is done.
+  Result<Outcome> unmap(VirtAddr va, u64 size, const UnmapOptions& opts = {}) {
+    Request r = unmap_request(va, size, opts);
+    return run(r);
+  }
+
+  /// Applies `change` to every translation in [va, va+size), splitting
+  /// superpages only where they straddle the range's ends.
+  Result<Outcome> protect(VirtAddr va, u64 size, AttrChange change, const ProtectOptions& opts = {}) {
+    Request r = protect_request(va, size, change, opts);
+    return run(r);
+  }
+
+  /// Dry runs: what the update would need and do, without changing anything.
+  Result<OpStats> plan_map(VirtAddr va, PhysAddr pa, u64 size, Attrs attrs,
+                           const MapOptions& opts = {}) {
+    Request r = map_request(va, pa, size, attrs, opts);
+    return plan(r);
+  }
+  Result<OpStats> plan_unmap(VirtAddr va, u64 size, const UnmapOptions& opts = {}) {
+    Request r = unmap_request(va, size, opts);
+    return plan(r);
+  }
+  Result<OpStats> plan_protect(VirtAddr va, u64 size, AttrChange change,
+                               const ProtectOptions& opts = {}) {
+    Request r = protect_request(va, size, change, opts);
+    return plan(r);
+  }
+
+  /// Performs the TLB work a deferred update owes and frees its tables.
+  void flush(FlushToken&& token) {
+    FlushToken owed(static_cast<FlushToken&&>(token));
+    if (!owed.batch().empty()) {
+      issue_invalidation(owed.batch(), nullptr);
+      sink_.complete();
+    }
+    owed.clear_batch();
+    owed.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+  }
+
+  /// The caller has done the TLB work itself (e.g. a full flush by reloading
+  /// the root): only free the tables the token holds.
+  void release_after_own_flush(FlushToken&& token) {
+    FlushToken owed(static_cast<FlushToken&&>(token));
+    owed.clear_batch();
+    owed.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+  }
+
+  // ---- Reading -------------------------------------------------------------
+
+  /// The leaf translating `va`, or NotMapped naming the level where the walk
+  /// found an invalid entry.
+  [[nodiscard]] Result<Mapping> query(VirtAddr va) const {
+    if (!format_.is_canonical(va)) return Failure{Op::Query, Error::NonCanonical, va, {}, kNoLevel};
+    PhysAddr table = root_;
+    for (unsigned level = format_.levels(); level-- > 0;) {
+      const u64 raw = read_real(table, index_of(va.value(), level));
+      const Entry e = format_.decode(raw, level);
+      if (!e.valid()) return Failure{Op::Query, Error::NotMapped, va, {}, int(level)};
+      if (e.is_leaf()) return to_mapping(align_down(va.value(), leaf_size(level)), level, e);
+      table = e.pa;
+    }
+    invariant_failed();  // level 0 entries are always leaves
+  }
+
+  /// Calls `visit(const Mapping&)` for every leaf that intersects [va,
+  /// va+size), in address order. Visiting stops early when `visit` returns
+  /// false. Errors: BadSize, NonCanonical.
+  template <class Visitor>
+  Status walk(VirtAddr va, u64 size, Visitor&& visit) const {
+    const u64 lo = va.value();
+    const u64 hi = lo + (size - 1);
+    if (size == 0 || hi < lo) return Failure{Op::Walk, Error::BadSize, va, {}, kNoLevel};
+    if (!in_one_half(lo, hi)) return Failure{Op::Walk, Error::NonCanonical, va, {}, kNoLevel};
+    walk_table(format_.levels() - 1, root_, lo, hi, visit);
+    return Ok{};
+  }
+
+ private:
+  enum class Pass : u8 { Plan, Apply };
+
+  struct Request {
+    Op op = Op::Map;
+    u64 lo = 0, hi = 0;  // inclusive virtual range
+    u64 delta = 0;       // map: pa - va, modulo 2^64
+    Attrs attrs{};
+    AttrChange change{};
+    LeafSizes leaf_sizes = kAnyLeafSize;
+    OnExisting existing = OnExisting::Error;
+    OnHole holes = OnHole::Skip;
+    bool allow_split = true;
+    bool merge = false;
+    LiveRanges live{};
+    TlbMode tlb = TlbMode::FlushNow;
+    bool invalid = false;  // validation failed: `failure` says why
+    Failure failure{};
+  };
+
+  /// A table as the passes see it: a real table, or (plan pass only) the
+  /// table a split would create, whose entries are synthesised from the leaf.
+  struct View {
+    PhysAddr pa;
+    u64* ptr = nullptr;
+    bool synthetic = false;
+    Entry split_of{};  // synthetic: the leaf one level up being split
+  };
+
+  struct Ctx {
+    const Request& req;
+    Pass pass;
+    OpStats stats{};
+    FlushToken token{};
+    Failure failure{};
+    [[nodiscard]] bool apply() const { return pass == Pass::Apply; }
+  };
+
+  // ---- Requests and validation ----------------------------------------------
+
+  Request map_request(VirtAddr va, PhysAddr pa, u64 size, Attrs attrs, const MapOptions& o) const {
+    Request r;
+    r.op = Op::Map;
+    r.attrs = attrs;
+    r.leaf_sizes = o.leaf_sizes;
+    r.existing = o.existing;
+    r.allow_split = o.allow_split;
+    r.merge = o.merge;
+    r.live = o.live;
+    r.tlb = o.tlb;
+    r.delta = pa.value() - va.value();
+    validate_range(r, va, size, pa);
+    if (r.invalid) return r;
+    const u64 pa_last = pa.value() + (size - 1);
+    if (pa_last < pa.value() || (format_.phys_bits() < 64 && (pa_last >> format_.phys_bits()) != 0))
+      return reject(r, Error::PhysTooLarge, va, pa);
+    if (!format_.can_express(attrs)) return reject(r, Error::AttrUnsupported, va, pa);
+    return r;
+  }
+
+  Request unmap_request(VirtAddr va, u64 size, const UnmapOptions& o) const {
+    Request r;
+    r.op = Op::Unmap;
+    r.holes = o.holes;
+    r.allow_split = o.allow_split;
+    r.live = o.live;
+    r.tlb = o.tlb;
+    validate_range(r, va, size, PhysAddr(va.value()));
+    if (!r.invalid && r.live.intersects(r.lo, r.hi))
+      return reject(r, Error::LiveRangeBroken, va, {});
+    return r;
+  }
+
+  Request protect_request(VirtAddr va, u64 size, AttrChange change, const ProtectOptions& o) const {
+    Request r;
+    r.op = Op::Protect;
+    r.change = change;
+    r.holes = o.holes;
+    r.allow_split = o.allow_split;
+    r.merge = o.merge;
+    r.leaf_sizes = o.leaf_sizes;
+    r.live = o.live;
+    r.tlb = o.tlb;
+    validate_range(r, va, size, PhysAddr(va.value()));
+    return r;
+  }
+
+  Request& reject(Request& r, Error e, VirtAddr va, PhysAddr pa) const {
+    r.invalid = true;
+    r.failure = Failure{r.op, e, va, pa, kNoLevel};
+    return r;
+  }
+
+  /// Checks size, canonical form, leaf sizes and alignment. `pa` must be
+  /// aligned like `va` (unmap/protect pass va itself).
+  void validate_range(Request& r, VirtAddr va, u64 size, PhysAddr pa) const {
+    r.lo = va.value();
+    r.hi = r.lo + (size - 1);
+    if (size == 0 || r.hi < r.lo) {
+      reject(r, Error::BadSize, va, pa);
+      return;
+    }
+    if (!in_one_half(r.lo, r.hi)) {
+      reject(r, Error::NonCanonical, va, pa);
+      return;
+    }
+    u64 smallest = 0;
+    if (r.leaf_sizes == kAnyLeafSize) {
+      smallest = leaf_size(0);
+    } else {
+      LeafSizes unmatched = r.leaf_sizes;
+      for (unsigned level = format_.levels(); level-- > 0;) {
+        if (!(r.leaf_sizes & leaf_size(level)) || !format_.leaf_allowed(level)) continue;
+        unmatched &= ~leaf_size(level);
+        smallest = leaf_size(level);
+      }
+      if (unmatched != 0 || smallest == 0) {
+        reject(r, Error::LeafSizeUnsupported, va, pa);
+        return;
+      }
+    }
+    if (!is_aligned(r.lo, smallest) || !is_aligned(size, smallest) ||
+        !is_aligned(pa.value(), smallest))
+      reject(r, Error::Unaligned, va, pa);
+  }
+
+  /// Canonical at both ends and no wider than the root's reach, so the range
+  /// cannot jump a non-canonical hole.
+  [[nodiscard]] bool in_one_half(u64 lo, u64 hi) const {
+    if (!format_.is_canonical(VirtAddr(lo)) || !format_.is_canonical(VirtAddr(hi))) return false;
+    return space_shift_ >= 64 || ((hi - lo) >> space_shift_) == 0;
+  }
+
+  // ---- The two passes ---------------------------------------------------------
+
+  Result<OpStats> plan(const Request& r) {
+    if (r.invalid) return Failure{r.failure.op, r.failure.error, r.failure.va, r.failure.pa,
+                                  r.failure.level};
+    Ctx plan_ctx{r, Pass::Plan};
+    if (!dispatch(plan_ctx)) return plan_ctx.failure;
+    return plan_ctx.stats;
+  }
+
+  Result<Outcome> run(const Request& r) {
+    if (r.invalid) return r.failure;
+    Ctx plan_ctx{r, Pass::Plan};
+    if (!dispatch(plan_ctx)) return plan_ctx.failure;
+    const u64 needed = plan_ctx.stats.tables_needed;
+    if (needed != 0 && !alloc_.reserve(needed)) {
+      return Failure{r.op, Error::OutOfTables, VirtAddr(r.lo), {}, kNoLevel, needed};
+    }
+    Ctx ctx{r, Pass::Apply};
+    ctx.stats.tables_needed = needed;
+    // The plan pass has ruled out every failure and counted every table.
+    PTKIT_INVARIANT(dispatch(ctx));
+    PTKIT_INVARIANT(ctx.stats.tables_allocated <= needed);
+    alloc_.give_back_unused();
+    return finish(ctx);
+  }
+
+  bool dispatch(Ctx& c) {
+    const View root = real(root_);
+    const unsigned top = format_.levels() - 1;
+    bool ok = false;
+    switch (c.req.op) {
+      case Op::Map: ok = map_in(c, top, root, c.req.lo, c.req.hi); break;
+      case Op::Unmap: ok = unmap_in(c, top, root, c.req.lo, c.req.hi); break;
+      case Op::Protect: ok = protect_in(c, top, root, c.req.lo, c.req.hi); break;
+      default: break;
+    }
+    done(root);
+    return ok;
+  }
+
+  /// Publishes the writes, then does (or defers) the TLB work and frees.
+  Outcome finish(Ctx& c) {
+    sink_.publish();
+    TlbBatch& batch = c.token.batch();
+    if (c.req.tlb == TlbMode::Defer) return Outcome{c.stats, static_cast<FlushToken&&>(c.token)};
+    if (!batch.empty()) issue_invalidation(batch, &c.stats);
+    sink_.complete();
+    c.token.clear_batch();
+    c.token.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+    return Outcome{c.stats, FlushToken{}};
+  }
+
+  void issue_invalidation(const TlbBatch& batch, OpStats* stats) {
+    if (batch.invalidations() > full_flush_threshold_) {
+      sink_.invalidate_all(batch.global());
+      if (stats) ++stats->full_flushes;
+    } else {
+      sink_.invalidate(batch.range());
+      if (stats) stats->invalidations += batch.invalidations();
+    }
+  }
+
+  /// A table page became unreachable: free it after the TLB work. If the
+  /// token cannot hold more, do that work now rather than grow without bound.
+  void free_later(Ctx& c, PhysAddr table) {
+    if (c.token.frees_full()) {
+      sink_.publish();
+      if (!c.token.batch().empty()) issue_invalidation(c.token.batch(), &c.stats);
+      sink_.complete();
+      c.token.clear_batch();
+      c.token.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+    }
+    c.token.add_free(table);
+    ++c.stats.tables_freed;
+  }
+
+  // ---- The cursor: one walker for every operation ----------------------------
+
+  [[nodiscard]] unsigned index_of(u64 va, unsigned level) const {
+    return unsigned((va >> span_shift_[level]) & (entries(level) - 1));
+  }
+
+  /// Calls fn(index, entry_base, sub_lo, sub_hi, full) for each entry of a
+  /// table at `level` that [lo, hi] touches, in order; stops when fn returns
+  /// false. [sub_lo, sub_hi] is the part of the range inside the entry; `full`
+  /// says the range covers the whole entry.
+  template <class Fn>
+  bool for_each_entry(unsigned level, u64 lo, u64 hi, Fn&& fn) const {
+    const u64 span_mask = leaf_size(level) - 1;
+    u64 cur = lo;
+    for (;;) {
+      const u64 base = cur & ~span_mask;
+      const u64 end = base + span_mask;
+      const u64 sub_hi = end < hi ? end : hi;
+      if (!fn(index_of(cur, level), base, cur, sub_hi, cur == base && sub_hi == end)) return false;
+      if (sub_hi == hi) return true;
+      cur = sub_hi + 1;
+    }
+  }
+
+  View real(PhysAddr pa) { return View{pa, access_.table(pa)}; }
+  void done(const View& v) {
+    if (!v.synthetic) access_.done(v.ptr);
+  }
+
+  u64 read_real(PhysAddr table, unsigned index) const {
+    // Access policies are logically const: reaching a table does not change it.
+    auto& access = const_cast<Access&>(access_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+    u64* ptr = access.table(table);
+    const u64 raw = __atomic_load_n(&ptr[index], __ATOMIC_RELAXED);
+    access.done(ptr);
+    return raw;
+  }
+
+  u64 read(const View& v, unsigned level, unsigned index) const {
+    if (!v.synthetic) return __atomic_load_n(&v.ptr[index], __ATOMIC_RELAXED);
+    return format_.encode(split_piece(v.split_of, level, index), level);
+  }
+
+  /// Entry `index` of the table that splitting `leaf` (one level above
+  /// `level`) produces: the same attributes, a slice of the output range.
+  Entry split_piece(const Entry& leaf, unsigned level, unsigned index) const {
+    return Entry::leaf(leaf.pa + u64{index} * leaf_size(level), leaf.attrs, leaf.kept);
+  }
+
+  void store(Ctx& c, const View& v, unsigned level, unsigned index, u64 raw) {
+    if (!c.apply()) return;
+    writer_.store(&v.ptr[index], raw, WriteSite{v.pa, index, level});
+  }
+
+  [[nodiscard]] bool leaf_ok(const Request& r, unsigned level) const {
+    return format_.leaf_allowed(level) && (r.leaf_sizes & leaf_size(level)) != 0 &&
+           is_aligned(r.delta, leaf_size(level));
+  }
+
+  bool fail(Ctx& c, Error e, u64 va, PhysAddr pa, unsigned level) {
+    c.failure = Failure{c.req.op, e, VirtAddr(va), pa, int(level)};
+    return false;
+  }
+
+  // ---- Map ---------------------------------------------------------------------
+
+  bool map_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
+    const Request& r = c.req;
+    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+      const u64 raw = read(view, level, i);
+      if (!format_.is_valid_raw(raw)) {
+        if (full && leaf_ok(r, level)) {
+          store(c, view, level, i, format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level));
+          ++c.stats.leaves_written;
+          return true;
+        }
+        return map_new_table(c, level, view, i, s_lo, s_hi);
+      }
+      const Entry e = format_.decode(raw, level);
+      if (e.is_table()) {
+        const View child = real(e.pa);
+        const bool ok = map_in(c, level - 1, child, s_lo, s_hi);
+        done(child);
+        if (ok && r.merge && c.apply()) try_merge(c, level, view, i, base, e);
+        return ok;
+      }
+      switch (r.existing) {
+        case OnExisting::Error: return fail(c, Error::AlreadyMapped, base, e.pa, level);
+        case OnExisting::Keep: return true;
+        case OnExisting::Replace: break;
+      }
+      if (full && leaf_ok(r, level)) {
+        const Entry wanted = Entry::leaf(PhysAddr(base + r.delta), r.attrs);
+        return replace_leaf(c, level, view, i, base, e, wanted);
+      }
+      return split_then(c, level, view, i, base, e, [&](const View& child) {
+        return map_in(c, level - 1, child, s_lo, s_hi);
+      });
+    });
+  }
+
+  /// An invalid entry needs a table below it for [lo, hi].
+  bool map_new_table(Ctx& c, unsigned level, const View& view, unsigned i, u64 lo, u64 hi) {
+    PTKIT_INVARIANT(level > 0);
+    if (!c.apply()) {
+      c.stats.tables_needed += tables_for_fresh(c.req, level - 1, lo, hi);
+      return true;
+    }
+    const PhysAddr table = new_table(c, level - 1, lo, hi);
+    sink_.publish();  // the new table's contents reach the walker before the link
+    store(c, view, level, i, format_.encode(Entry::table(table), level));
+    return true;
+  }
+
+  /// Allocates a table at `level` and fills it for [lo, hi], recursively. No
+  /// walker can reach it yet, so it is written with plain stores and every
+  /// entry is written exactly once (no separate clearing pass).
+  PhysAddr new_table(Ctx& c, unsigned level, u64 lo, u64 hi) {
+    const PhysAddr pa = alloc_.take();
+    ++c.stats.tables_allocated;
+    u64* t = access_.table(pa);
+    const unsigned first = index_of(lo, level);
+    const unsigned last = index_of(hi, level);
+    for (unsigned i = 0; i < first; ++i) writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
+    const Request& r = c.req;
+    for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+      u64 raw;
+      if (full && leaf_ok(r, level)) {
+        raw = format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level);
+        ++c.stats.leaves_written;
+      } else {
+        raw = format_.encode(Entry::table(new_table(c, level - 1, s_lo, s_hi)), level);
+      }
+      writer_.store_fresh(&t[i], raw, WriteSite{pa, i, level});
+      return true;
+    });
+    for (unsigned i = last + 1; i < entries(level); ++i)
+      writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
+    access_.done(t);
+    return pa;
+  }
+
+  /// Tables a fresh table at `level` needs to map [lo, hi], itself included.
+  /// O(levels): fully covered entries all need the same, since whether they
+  /// can be leaves depends only on the alignment of pa - va.
+  u64 tables_for_fresh(const Request& r, unsigned level, u64 lo, u64 hi) const {
+    if (level == 0) return 1;
+    const u64 span = leaf_size(level);
+    const u64 first_base = align_down(lo, span);
+    const u64 last_base = align_down(hi, span);
+    u64 n = 1;
+    u64 full_entries = ((last_base - first_base) >> span_shift_[level]) + 1;
+    if (lo != first_base || (first_base == last_base && hi != last_base + span - 1)) {
+      n += tables_for_fresh(r, level - 1, lo, first_base == last_base ? hi : first_base + span - 1);
+      --full_entries;
+    }
+    if (first_base != last_base && hi != last_base + span - 1) {
+      n += tables_for_fresh(r, level - 1, last_base, hi);
+      --full_entries;
+    }
+    if (full_entries != 0 && !leaf_ok(r, level))
+      n += full_entries * tables_for_full(r, level - 1);
+    return n;
+  }
+
+  /// Tables needed below a fully covered entry: one table at `level`, and
+  /// under it the same again unless its entries can be leaves.
+  u64 tables_for_full(const Request& r, unsigned level) const {
+    if (level == 0 || leaf_ok(r, level)) return 1;
+    return 1 + entries(level) * tables_for_full(r, level - 1);
+  }
+
+  // ---- Unmap -------------------------------------------------------------------
+
+  bool unmap_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
+    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+      const u64 raw = read(view, level, i);
+      if (!format_.is_valid_raw(raw)) {
+        if (c.req.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
+        return true;
+      }
+      const Entry e = format_.decode(raw, level);
+      if (e.is_leaf()) {
+        if (!full) {
+          return split_then(c, level, view, i, base, e, [&](const View& child) {
+            return unmap_in(c, level - 1, child, s_lo, s_hi);
+          });
+        }
+        store(c, view, level, i, format_.encode(Entry::invalid(), level));
+        c.token.batch().add(base, base + leaf_size(level) - 1, span_shift_[level], e.attrs.global, false);
+        ++c.stats.leaves_written;
+        return true;
+      }
+      const View child = real(e.pa);
+      const bool ok = unmap_in(c, level - 1, child, s_lo, s_hi);
+      if (ok && c.apply() && (full || table_empty(child, level - 1))) {
+        store(c, view, level, i, format_.encode(Entry::invalid(), level));
+        c.token.batch().add(base, base + leaf_size(level) - 1, span_shift_[level - 1], false, true);
+        done(child);
+        free_later(c, e.pa);
+        return true;
+      }
+      done(child);
+      return ok;
+    });
+  }
+
+  bool table_empty(const View& v, unsigned level) const {
+    for (u64 i = 0; i < entries(level); ++i)
+      if (format_.is_valid_raw(v.ptr[i])) return false;
+    return true;
+  }
+
+  // ---- Protect -----------------------------------------------------------------
+
+  bool protect_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
+    const Request& r = c.req;
+    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+      const u64 raw = read(view, level, i);
+      if (!format_.is_valid_raw(raw)) {
+        if (r.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
+        return true;
+      }
+      const Entry e = format_.decode(raw, level);
+      if (e.is_table()) {
+        const View child = real(e.pa);
+        const bool ok = protect_in(c, level - 1, child, s_lo, s_hi);
+        done(child);
+        if (ok && r.merge && c.apply()) try_merge(c, level, view, i, base, e);
+        return ok;
+      }
+      const Attrs changed = r.change.applied_to(e.attrs);
+      if (changed == e.attrs) return true;
+      if (!format_.can_express(changed)) return fail(c, Error::AttrUnsupported, s_lo, e.pa, level);
+      if (!full) {
+        return split_then(c, level, view, i, base, e, [&](const View& child) {
+          return protect_in(c, level - 1, child, s_lo, s_hi);
+        });
+      }
+      return replace_leaf(c, level, view, i, base, e, Entry::leaf(e.pa, changed, e.kept));
+    });
+  }
+
+  // ---- Rewrites of valid entries -------------------------------------------------
+
+  /// Replaces a valid leaf by another leaf of the same size, breaking first
+  /// when the format requires it.
+  bool replace_leaf(Ctx& c, unsigned level, const View& view, unsigned i, u64 base,
+                    const Entry& old_entry, const Entry& new_entry) {
+    const u64 raw = format_.encode(new_entry, level);
+    if (raw == read(view, level, i)) return true;
+    const u64 last = base + leaf_size(level) - 1;
+    const bool brk = format_.needs_break(old_entry, new_entry, false);
+    if (brk && c.req.live.intersects(base, last))
+      return fail(c, Error::LiveRangeBroken, base, old_entry.pa, level);
+    ++c.stats.leaves_written;
+    if (brk) ++c.stats.breaks;
+    if (!c.apply()) return true;
+    const bool global = old_entry.attrs.global || new_entry.attrs.global;
+    if (brk) break_entry(c, level, view, i, base, last, global, false);
+    store(c, view, level, i, raw);
+    if (!brk) c.token.batch().add(base, last, span_shift_[level], global, false);
+    return true;
+  }
+
+  /// Break-before-make: invalid entry, the walker sees it, the TLB forgets the
+  /// old translation, and only then may a new valid entry be written.
+  void break_entry(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, u64 last,
+                   bool global, bool tables) {
+    store(c, view, level, i, format_.encode(Entry::invalid(), level));
+    sink_.publish();
+    sink_.invalidate(TlbRange{VirtAddr(base), VirtAddr(last), span_shift_[level], global, tables});
+    sink_.complete();
+  }
+
+  /// Splits the leaf `e` at `level` into an equivalent table one level down,
+  /// then runs `inner` on that table. In the plan pass the table is synthetic.
+  template <class Inner>
+  bool split_then(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, const Entry& e,
+                  Inner&& inner) {
+    const u64 last = base + leaf_size(level) - 1;
+    if (!c.req.allow_split) return fail(c, Error::SplitForbidden, base, e.pa, level);
+    const bool brk = format_.needs_break(e, Entry::table(PhysAddr()), true);
+    if (brk && c.req.live.intersects(base, last))
+      return fail(c, Error::LiveRangeBroken, base, e.pa, level);
+    ++c.stats.splits;
+    if (brk) ++c.stats.breaks;
+    if (!c.apply()) {
+      ++c.stats.tables_needed;
+      return inner(View{PhysAddr(), nullptr, true, e});
+    }
+    const PhysAddr pa = alloc_.take();
+    ++c.stats.tables_allocated;
+    u64* t = access_.table(pa);
+    for (unsigned k = 0; k < entries(level - 1); ++k)
+      writer_.store_fresh(&t[k], format_.encode(split_piece(e, level - 1, k), level - 1),
+                          WriteSite{pa, k, level - 1});
+    sink_.publish();  // the equivalent table is complete before it is linked
+    if (brk) break_entry(c, level, view, i, base, last, e.attrs.global, false);
+    store(c, view, level, i, format_.encode(Entry::table(pa), level));
+    // The superpage's own TLB entry must go (SDM §4.10.4.2), even though every
+    // address still translates the same.
+    if (!brk) c.token.batch().add(base, last, span_shift_[level], e.attrs.global, false);
+    const View child{pa, t};
+    const bool ok = inner(child);
+    access_.done(t);
+    return ok;
+  }
+
+  /// If the table under entry `i` (at `level`) now holds leaves that are
+  /// contiguous, uniform and aligned for a leaf at `level`, replace it by that
+  /// leaf. Opportunistic: skipped where it would break a live range.
+  void try_merge(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, const Entry& table) {
+    if (!format_.leaf_allowed(level) || !(c.req.leaf_sizes & leaf_size(level))) return;
+    const View child = real(table.pa);
+    const Entry first = format_.decode(child.ptr[0], level - 1);
+    bool uniform = first.is_leaf() && first.pa.is_aligned(leaf_size(level));
+    for (unsigned k = 1; uniform && k < entries(level - 1); ++k)
+      uniform = child.ptr[k] == format_.encode(split_piece(first, level - 1, k), level - 1);
+    done(child);
+    if (!uniform) return;
+    const Entry merged = Entry::leaf(first.pa, first.attrs, first.kept);
+    const u64 last = base + leaf_size(level) - 1;
+    const bool brk = format_.needs_break(table, merged, true);
+    if (brk && c.req.live.intersects(base, last)) return;
+    if (brk) {
+      break_entry(c, level, view, i, base, last, first.attrs.global, true);
+      ++c.stats.breaks;
+    }
+    store(c, view, level, i, format_.encode(merged, level));
+    if (!brk) c.token.batch().add(base, last, span_shift_[level - 1], first.attrs.global, true);
+    ++c.stats.merges;
+    free_later(c, table.pa);
+  }
+
+  // ---- Reading -------------------------------------------------------------------
+
+  Mapping to_mapping(u64 base, unsigned level, const Entry& e) const {
+    return Mapping{VirtAddr(base), e.pa, leaf_size(level), level, e.attrs, e.kept};
+  }
+
+  template <class Visitor>
+  bool walk_table(unsigned level, PhysAddr table, u64 lo, u64 hi, Visitor& visit) const {
+    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool) {
+      const Entry e = format_.decode(read_real(table, i), level);
+      if (!e.valid()) return true;
+      if (e.is_table()) return walk_table(level - 1, e.pa, s_lo, s_hi, visit);
+      return bool(visit(to_mapping(base, level, e)));
+    });
+  }
+
+  Format format_;
+  Access access_;
+  Alloc alloc_;
+  Writer writer_;
+  Sink sink_;
+  PhysAddr root_;
+  u64 full_flush_threshold_ = kDefaultFullFlushThreshold;
+  unsigned span_shift_[Format::kMaxLevels] = {};
+  unsigned space_shift_ = 0;
+};
+
+}  // namespace ptkit

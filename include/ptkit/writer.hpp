@@ -1,0 +1,56 @@
+// How an entry is stored. The engine distinguishes live tables (reachable by a
+// page walker: each store must be single-copy atomic) from fresh tables that no
+// walker can reach yet (plain stores, which the compiler may batch).
+#pragma once
+
+#include <concepts>
+
+#include "ptkit/addr.hpp"
+
+namespace ptkit {
+
+/// Where a store goes, for writers that record or forward it (Xen PV needs the
+/// machine address of the entry: table + 8 * index).
+struct WriteSite {
+  PhysAddr table;
+  unsigned index = 0;
+  unsigned level = 0;
+};
+
+template <class W>
+concept EntryWriter = requires(W w, u64* slot, u64 value, WriteSite site) {
+  { w.store(slot, value, site) };        // slot lives in a table walkers can reach
+  { w.store_fresh(slot, value, site) };  // slot lives in a table not yet linked
+};
+
+struct PlainWriter {
+  // A relaxed atomic store is one 64-bit store: a walker never sees half an entry.
+  void store(u64* slot, u64 value, const WriteSite&) const {
+    __atomic_store_n(slot, value, __ATOMIC_RELAXED);
+  }
+  void store_fresh(u64* slot, u64 value, const WriteSite&) const { *slot = value; }
+};
+
+/// Forwards every store to a recorder (`on_write(site, old, new, fresh)`)
+/// before performing it, e.g. to build a trace for the rule checker.
+template <class Recorder>
+class RecordingWriter {
+ public:
+  explicit RecordingWriter(Recorder& recorder) : recorder_(&recorder) {}
+  void store(u64* slot, u64 value, const WriteSite& site) {
+    recorder_->on_write(site, *slot, value, false);
+    __atomic_store_n(slot, value, __ATOMIC_RELAXED);
+  }
+  void store_fresh(u64* slot, u64 value, const WriteSite& site) {
+    recorder_->on_write(site, *slot, value, true);
+    *slot = value;
+  }
+  Recorder& recorder() { return *recorder_; }
+
+ private:
+  Recorder* recorder_;
+};
+
+static_assert(EntryWriter<PlainWriter>);
+
+}  // namespace ptkit
