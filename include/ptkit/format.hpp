@@ -49,7 +49,7 @@ concept PagingFormat = requires(const F f, unsigned level, u64 raw, Entry e, Att
   { f.can_express(a) } -> std::same_as<bool>;
   { f.decode(raw, level) } -> std::same_as<Entry>;
   { f.encode(e, level) } -> std::same_as<u64>;
-  { f.is_valid_raw(raw) } -> std::same_as<bool>;
+  { f.is_valid_raw(raw, level) } -> std::same_as<bool>;
   { f.needs_break(e, e, equivalent) } -> std::same_as<bool>;
   { f.level_name(level) } -> std::same_as<const char*>;
 };
@@ -90,8 +90,10 @@ struct ExampleFormat {
     if (!e.valid()) return 0;
     return e.pa.value() | 1 | (e.is_leaf() ? 2 : 0);
   }
-  /// Cheap validity test used by the engine's scans.
-  [[nodiscard]] constexpr bool is_valid_raw(u64 raw) const { return (raw & 1) != 0; }
+  /// Cheap validity test of a raw entry at `level`, used by the engine's scans.
+  [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned /*level*/) const {
+    return (raw & 1) != 0;
+  }
   /// The architecture's rule for replacing a valid entry by another valid one:
   /// true if the old entry must be made invalid and its translations
   /// invalidated before the new one is written (Arm break-before-make).

@@ -427,6 +427,11 @@ class AddressSpace {
     writer_.store(&v.ptr[index], raw, WriteSite{v.pa, index, level});
   }
 
+  /// Records an invalidation the update owes (apply pass only).
+  void owe(Ctx& c, u64 first, u64 last, unsigned stride_shift, bool global, bool tables) {
+    if (c.apply()) c.token.batch().add(first, last, stride_shift, global, tables);
+  }
+
   [[nodiscard]] bool leaf_ok(const Request& r, unsigned level) const {
     return format_.leaf_allowed(level) && (r.leaf_sizes & leaf_size(level)) != 0 &&
            is_aligned(r.delta, leaf_size(level));
@@ -443,7 +448,7 @@ class AddressSpace {
     const Request& r = c.req;
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
-      if (!format_.is_valid_raw(raw)) {
+      if (!format_.is_valid_raw(raw, level)) {
         if (full && leaf_ok(r, level)) {
           store(c, view, level, i, format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level));
           ++c.stats.leaves_written;
@@ -550,7 +555,7 @@ class AddressSpace {
   bool unmap_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
-      if (!format_.is_valid_raw(raw)) {
+      if (!format_.is_valid_raw(raw, level)) {
         if (c.req.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
         return true;
       }
@@ -562,7 +567,7 @@ class AddressSpace {
           });
         }
         store(c, view, level, i, format_.encode(Entry::invalid(), level));
-        c.token.batch().add(base, base + leaf_size(level) - 1, span_shift_[level], e.attrs.global, false);
+        owe(c, base, base + leaf_size(level) - 1, span_shift_[level], e.attrs.global, false);
         ++c.stats.leaves_written;
         return true;
       }
@@ -570,7 +575,10 @@ class AddressSpace {
       const bool ok = unmap_in(c, level - 1, child, s_lo, s_hi);
       if (ok && c.apply() && (full || table_empty(child, level - 1))) {
         store(c, view, level, i, format_.encode(Entry::invalid(), level));
-        c.token.batch().add(base, base + leaf_size(level) - 1, span_shift_[level - 1], false, true);
+        // Any address inside the freed table's span invalidates cached walks
+        // through it (SDM §4.10.4.1; Arm TLBI VAE1), so the unmapped part
+        // suffices.
+        owe(c, s_lo, s_hi, span_shift_[level - 1], false, true);
         done(child);
         free_later(c, e.pa);
         return true;
@@ -582,7 +590,7 @@ class AddressSpace {
 
   bool table_empty(const View& v, unsigned level) const {
     for (u64 i = 0; i < entries(level); ++i)
-      if (format_.is_valid_raw(v.ptr[i])) return false;
+      if (format_.is_valid_raw(v.ptr[i], level)) return false;
     return true;
   }
 
@@ -592,7 +600,7 @@ class AddressSpace {
     const Request& r = c.req;
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
-      if (!format_.is_valid_raw(raw)) {
+      if (!format_.is_valid_raw(raw, level)) {
         if (r.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
         return true;
       }
@@ -634,7 +642,7 @@ class AddressSpace {
     const bool global = old_entry.attrs.global || new_entry.attrs.global;
     if (brk) break_entry(c, level, view, i, base, last, global, false);
     store(c, view, level, i, raw);
-    if (!brk) c.token.batch().add(base, last, span_shift_[level], global, false);
+    if (!brk) owe(c, base, last, span_shift_[level], global, false);
     return true;
   }
 
@@ -675,7 +683,7 @@ class AddressSpace {
     store(c, view, level, i, format_.encode(Entry::table(pa), level));
     // The superpage's own TLB entry must go (SDM §4.10.4.2), even though every
     // address still translates the same.
-    if (!brk) c.token.batch().add(base, last, span_shift_[level], e.attrs.global, false);
+    if (!brk) owe(c, base, last, span_shift_[level], e.attrs.global, false);
     const View child{pa, t};
     const bool ok = inner(child);
     access_.done(t);
@@ -703,7 +711,7 @@ class AddressSpace {
       ++c.stats.breaks;
     }
     store(c, view, level, i, format_.encode(merged, level));
-    if (!brk) c.token.batch().add(base, last, span_shift_[level - 1], first.attrs.global, true);
+    if (!brk) owe(c, base, last, span_shift_[level - 1], first.attrs.global, true);
     ++c.stats.merges;
     free_later(c, table.pa);
   }

@@ -81,10 +81,10 @@ class Paging {
     return pat_index(a.mem) >= 0;
   }
 
-  [[nodiscard]] constexpr bool is_valid_raw(u64 raw) const { return (raw & kPresent) != 0; }
+  [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned) const { return (raw & kPresent) != 0; }
 
   [[nodiscard]] constexpr Entry decode(u64 raw, unsigned level) const {
-    if (!is_valid_raw(raw)) return Entry::invalid();
+    if (!is_valid_raw(raw, level)) return Entry::invalid();
     const bool leaf = level == 0 || ((level == 1 || level == 2) && (raw & kPageSize));
     if (!leaf) return Entry::table(PhysAddr(raw & address_mask(0)));
     Attrs a;

@@ -1,0 +1,369 @@
+// Host-side helpers shared by the tests: physical memory for tables, the
+// formats every typed test runs on, a reference interval map, and recorders.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ptkit/ptkit.hpp"
+
+namespace ptkit::test {
+
+/// A block of host memory standing in for the physical pages that hold page
+/// tables, at a physical base that is not zero (so a confusion of physical
+/// and host addresses shows).
+class TableMemory {
+ public:
+  static constexpr u64 kBase = 0x0000'0040'0000'0000;  // 256 GiB
+
+  explicit TableMemory(u64 pages) : pages_(pages) {
+    void* p = mmap(nullptr, pages * kTablePageSize, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) std::abort();
+    host_ = static_cast<u8*>(p);
+  }
+  ~TableMemory() { munmap(host_, pages_ * kTablePageSize); }
+  TableMemory(const TableMemory&) = delete;
+  TableMemory& operator=(const TableMemory&) = delete;
+
+  [[nodiscard]] OffsetAccess access() const {
+    return OffsetAccess{reinterpret_cast<u64>(host_) - kBase};
+  }
+  [[nodiscard]] u64 pages() const { return pages_; }
+  [[nodiscard]] PhysAddr base() const { return PhysAddr(kBase); }
+  u64* table(PhysAddr pa) const {
+    EXPECT_GE(pa.value(), kBase);
+    EXPECT_LT(pa.value(), kBase + pages_ * kTablePageSize);
+    return reinterpret_cast<u64*>(host_ + (pa.value() - kBase));
+  }
+
+ private:
+  u64 pages_;
+  u8* host_ = nullptr;
+};
+
+using FreeList = FreeListAllocator<OffsetAccess>;
+
+// ---- Formats --------------------------------------------------------------------
+
+/// Wraps a format so that each level encodes differently (the raw value is
+/// rotated by a per-level amount): an engine that reads or writes an entry
+/// at the wrong level decodes garbage and the tests see it.
+template <PagingFormat Inner>
+struct LevelScrambled : Inner {
+  using Inner::Inner;
+  static constexpr unsigned rot(unsigned level) { return 5 * level + 3; }
+  [[nodiscard]] constexpr Entry decode(u64 raw, unsigned level) const {
+    return Inner::decode(std::rotr(raw, int(rot(level))), level);
+  }
+  [[nodiscard]] constexpr u64 encode(const Entry& e, unsigned level) const {
+    return std::rotl(Inner::encode(e, level), int(rot(level)));
+  }
+  [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned level) const {
+    return Inner::is_valid_raw(std::rotr(raw, int(rot(level))), level);
+  }
+};
+
+/// Wraps a format with Arm's break-before-make rule (Arm ARM D8.14): a valid
+/// entry replaced by a valid one with another output address, another size or
+/// another memory type must be broken first; with `bbm2` an equivalent size
+/// change may be written in place.
+template <PagingFormat Inner, bool Bbm2 = false>
+struct WithBreakBeforeMake : Inner {
+  using Inner::Inner;
+  [[nodiscard]] constexpr bool needs_break(const Entry& o, const Entry& n, bool equivalent) const {
+    if (!o.valid() || !n.valid()) return false;
+    if (o.kind != n.kind) return !(Bbm2 && equivalent);
+    return o.is_leaf() && (o.pa != n.pa || o.attrs.mem != n.attrs.mem);
+  }
+};
+
+inline x86::Features cpu_with_1g() {
+  x86::Features f;
+  f.page_1g = true;
+  return f;
+}
+
+/// The formats every typed test runs on, each with a name and the factory of
+/// its instance.
+struct X86_4 {
+  using Format = x86::Paging4;
+  static Format make() { return Format{}; }
+};
+struct X86_4_1G {
+  using Format = x86::Paging4;
+  static Format make() { return Format{cpu_with_1g()}; }
+};
+struct X86_5_1G {
+  using Format = x86::Paging5;
+  static Format make() { return Format{cpu_with_1g()}; }
+};
+struct Scrambled_4_1G {
+  using Format = LevelScrambled<x86::Paging4>;
+  static Format make() { return Format{cpu_with_1g()}; }
+};
+struct Bbm_4_1G {
+  using Format = WithBreakBeforeMake<x86::Paging4>;
+  static Format make() { return Format{cpu_with_1g()}; }
+};
+
+using AllFormats = ::testing::Types<X86_4, X86_4_1G, X86_5_1G, Scrambled_4_1G, Bbm_4_1G>;
+
+// ---- Trace recording ------------------------------------------------------------
+
+struct Event {
+  enum Kind { Write, Publish, Invalidate, InvalidateAll, Complete } kind;
+  WriteSite site{};
+  u64 old_raw = 0;
+  u64 new_raw = 0;
+  bool fresh = false;
+  TlbRange range{};
+  bool global = false;
+};
+
+/// Records every entry store and every TLB-sink call in one ordered trace;
+/// an optional hook sees each write before it happens.
+struct Recorder {
+  std::vector<Event> events;
+  std::function<void(const Event&)> on_event;
+
+  void add(const Event& e) {
+    if (on_event) on_event(e);
+    events.push_back(e);
+  }
+  void on_write(const WriteSite& s, u64 old_raw, u64 new_raw, bool fresh) {
+    add(Event{Event::Write, s, old_raw, new_raw, fresh});
+  }
+  void publish() { add(Event{Event::Publish}); }
+  void invalidate(const TlbRange& r) {
+    Event e{Event::Invalidate};
+    e.range = r;
+    add(e);
+  }
+  void invalidate_all(bool global) {
+    Event e{Event::InvalidateAll};
+    e.global = global;
+    add(e);
+  }
+  void complete() { add(Event{Event::Complete}); }
+
+  [[nodiscard]] bool covers(u64 va) const {
+    for (const Event& e : events) {
+      if (e.kind == Event::InvalidateAll) return true;
+      if (e.kind == Event::Invalidate && e.range.first.value() <= va && va <= e.range.last.value())
+        return true;
+    }
+    return false;
+  }
+};
+
+using RecWriter = RecordingWriter<Recorder>;
+using RecSink = RecordingSink<Recorder>;
+
+// ---- A complete test space --------------------------------------------------------
+
+/// An address space over TableMemory with a free-list allocator and recording
+/// writer and sink, for format F.
+template <class Config>
+struct Fixture {
+  using Format = typename Config::Format;
+  using Space = AddressSpace<Format, OffsetAccess, FreeList&, RecWriter, RecSink>;
+
+  explicit Fixture(u64 pages = 512) : memory(pages), alloc(memory.access()) {
+    alloc.add_range(memory.base(), pages);
+    free_at_start = alloc.pages_free();
+    auto created = Space::create(Config::make(), memory.access(), alloc, RecWriter(recorder),
+                                 RecSink(recorder));
+    if (!created) std::abort();
+    space.emplace(std::move(created.value()));
+  }
+
+  Space& s() { return *space; }
+
+  /// Every table reachable from the root, with its contents, in walk order.
+  [[nodiscard]] std::vector<std::pair<u64, std::vector<u64>>> snapshot() const {
+    std::vector<std::pair<u64, std::vector<u64>>> out;
+    const Format& f = space->format();
+    std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
+      const u64* t = memory.table(pa);
+      out.emplace_back(pa.value(), std::vector<u64>(t, t + 512));
+      for (unsigned i = 0; i < 512; ++i) {
+        const Entry e = f.decode(t[i], level);
+        if (e.is_table() && level > 0) visit(e.pa, level - 1);
+      }
+    };
+    visit(space->root(), f.levels() - 1);
+    return out;
+  }
+
+  /// Tables in use (reachable or not yet returned).
+  [[nodiscard]] u64 tables_in_use() const { return free_at_start - alloc.pages_free(); }
+
+  TableMemory memory;
+  FreeList alloc;
+  u64 free_at_start = 0;
+  Recorder recorder;
+  std::optional<Space> space;
+};
+
+// ---- Reference model ----------------------------------------------------------------
+
+/// What the tables should translate: maximal runs of pages with contiguous
+/// physical addresses and identical attributes.
+struct Run {
+  u64 va = 0;
+  u64 last = 0;
+  u64 pa = 0;
+  Attrs attrs{};
+  bool operator==(const Run&) const = default;
+};
+
+inline std::string describe(const Run& r) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "[%#llx..%#llx] -> %#llx perm=%u mem=%u g=%d",
+                static_cast<unsigned long long>(r.va), static_cast<unsigned long long>(r.last),
+                static_cast<unsigned long long>(r.pa), unsigned(r.attrs.perm),
+                unsigned(r.attrs.mem), r.attrs.global);
+  return buf;
+}
+
+/// Appends [va, last] -> pa to `runs`, merging it into the last run when it
+/// continues it.
+inline void append_run(std::vector<Run>& runs, const Run& r) {
+  if (!runs.empty()) {
+    Run& b = runs.back();
+    if (b.last + 1 == r.va && b.pa + (b.last - b.va) + 1 == r.pa && b.attrs == r.attrs) {
+      b.last = r.last;
+      return;
+    }
+  }
+  runs.push_back(r);
+}
+
+/// A plain interval map of virtual pages, written without any of the engine's
+/// code: the oracle for randomized tests.
+class IntervalMap {
+ public:
+  struct Piece {
+    u64 last;
+    u64 pa;
+    Attrs attrs;
+  };
+
+  [[nodiscard]] bool any_mapped(u64 lo, u64 hi) const {
+    auto it = pieces_.upper_bound(hi);
+    if (it == pieces_.begin()) return false;
+    --it;
+    return it->second.last >= lo;
+  }
+  [[nodiscard]] bool all_mapped(u64 lo, u64 hi) const {
+    u64 cur = lo;
+    auto it = pieces_.upper_bound(lo);
+    if (it != pieces_.begin()) --it;
+    for (; it != pieces_.end() && it->first <= hi; ++it) {
+      if (it->second.last < cur) continue;
+      if (it->first > cur) return false;
+      if (it->second.last >= hi) return true;
+      cur = it->second.last + 1;
+    }
+    return false;
+  }
+  void erase(u64 lo, u64 hi) {
+    split_at(lo);
+    if (hi != ~u64{0}) split_at(hi + 1);
+    pieces_.erase(pieces_.lower_bound(lo), pieces_.upper_bound(hi));
+  }
+  void insert(u64 lo, u64 hi, u64 pa, Attrs a) {
+    erase(lo, hi);
+    pieces_[lo] = Piece{hi, pa, a};
+  }
+  /// Maps only the parts of [lo, hi] that are not mapped yet.
+  void insert_holes(u64 lo, u64 hi, u64 pa, Attrs a) {
+    u64 cur = lo;
+    std::vector<std::pair<u64, u64>> holes;
+    auto it = pieces_.upper_bound(lo);
+    if (it != pieces_.begin()) --it;
+    for (; it != pieces_.end() && it->first <= hi; ++it) {
+      if (it->second.last < cur) continue;
+      if (it->first > cur) holes.emplace_back(cur, it->first - 1);
+      cur = it->second.last + 1;
+      if (it->second.last >= hi) {
+        cur = hi + 1;
+        break;
+      }
+    }
+    if (cur <= hi && cur >= lo) holes.emplace_back(cur, hi);
+    for (auto [h_lo, h_hi] : holes) pieces_[h_lo] = Piece{h_hi, pa + (h_lo - lo), a};
+  }
+  void protect(u64 lo, u64 hi, const AttrChange& c) {
+    split_at(lo);
+    if (hi != ~u64{0}) split_at(hi + 1);
+    for (auto it = pieces_.lower_bound(lo); it != pieces_.end() && it->first <= hi; ++it)
+      it->second.attrs = c.applied_to(it->second.attrs);
+  }
+  /// Attributes of every mapped piece in [lo, hi] after `c`, for checking
+  /// whether the format can express them.
+  template <class Fn>
+  void for_each(u64 lo, u64 hi, Fn&& fn) const {
+    auto it = pieces_.upper_bound(lo);
+    if (it != pieces_.begin()) --it;
+    for (; it != pieces_.end() && it->first <= hi; ++it)
+      if (it->second.last >= lo) fn(it->first, it->second);
+  }
+  [[nodiscard]] std::optional<std::pair<u64, Attrs>> lookup(u64 va) const {
+    auto it = pieces_.upper_bound(va);
+    if (it == pieces_.begin()) return std::nullopt;
+    --it;
+    if (it->second.last < va) return std::nullopt;
+    return std::make_pair(it->second.pa + (va - it->first), it->second.attrs);
+  }
+  [[nodiscard]] std::vector<Run> runs() const {
+    std::vector<Run> out;
+    for (const auto& [va, p] : pieces_) append_run(out, Run{va, p.last, p.pa, p.attrs});
+    return out;
+  }
+
+ private:
+  void split_at(u64 va) {
+    auto it = pieces_.upper_bound(va);
+    if (it == pieces_.begin()) return;
+    --it;
+    if (it->first == va || it->second.last < va) return;
+    Piece tail{it->second.last, it->second.pa + (va - it->first), it->second.attrs};
+    it->second.last = va - 1;
+    pieces_[va] = tail;
+  }
+  std::map<u64, Piece> pieces_;
+};
+
+/// The runs the tables translate over [lo, hi], from the engine's walk.
+template <class Space>
+std::vector<Run> runs_of(const Space& space, u64 lo, u64 hi) {
+  std::vector<Run> out;
+  const Status st = space.walk(VirtAddr(lo), hi - lo + 1, [&](const Mapping& m) {
+    append_run(out, Run{m.va.value(), m.va.value() + m.size - 1, m.pa.value(), m.attrs});
+    return true;
+  });
+  EXPECT_TRUE(st.ok());
+  return out;
+}
+
+/// Seed for randomized tests: PTKIT_SEED from the environment, or a fresh
+/// one. Printed so that any failure can be replayed.
+inline u64 test_seed() {
+  if (const char* env = std::getenv("PTKIT_SEED")) return std::strtoull(env, nullptr, 0);
+  return std::random_device{}() | (u64{std::random_device{}()} << 32);
+}
+
+}  // namespace ptkit::test
