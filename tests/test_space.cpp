@@ -422,7 +422,8 @@ TYPED_TEST(SpaceTest, PlanPredictsTablesAndChangesNothing) {
   } cases[] = {
       {this->kVa + 2 * MiB, this->kPa, 4 * KiB},
       {this->kVa + 512 * GiB + 4 * KiB, 0, 40 * MiB},
-      {this->kVa + 4 * GiB - 12 * KiB, 0x3000, 2 * GiB + 40 * KiB},
+      {this->kVa + 4 * GiB - 12 * KiB, 0x3000, 20 * MiB + 40 * KiB},
+      {this->kVa + 8 * GiB - 2 * MiB, 0x4000'0000, 2 * GiB + 4 * MiB},
       {0xffff'ffff'8000'0000, 0x200000, 10 * MiB + 8 * KiB},
   };
   for (const auto& c : cases) {
@@ -430,7 +431,7 @@ TYPED_TEST(SpaceTest, PlanPredictsTablesAndChangesNothing) {
     ASSERT_TRUE(plan.ok());
     EXPECT_EQ(this->fx.snapshot(), before);
     auto done = s.map(VirtAddr(c.va), PhysAddr(c.pa), c.size, this->kRw);
-    ASSERT_TRUE(done.ok());
+    ASSERT_TRUE(done.ok()) << to_string(done.error());
     EXPECT_EQ(done->stats.tables_allocated, plan->tables_needed) << std::hex << c.va;
     ASSERT_TRUE(s.unmap(VirtAddr(c.va), c.size).ok());
   }
