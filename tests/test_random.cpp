@@ -1,0 +1,210 @@
+// Randomized differential test: long random sequences of map, unmap and
+// protect (mixed sizes, overlaps, splits, merges) on every format, compared
+// after every batch with a plain interval map. The seed is printed; set
+// PTKIT_SEED to replay a failure.
+#include "support.hpp"
+
+namespace ptkit::test {
+namespace {
+
+constexpr u64 kOpsPerFormat = 50'000;  // x5 formats: 250k operations per run
+constexpr u64 kBatch = 250;
+constexpr u64 kWindowSize = 8 * GiB;
+
+template <class Config>
+class RandomTest : public ::testing::Test {};
+TYPED_TEST_SUITE(RandomTest, AllFormats);
+
+struct Window {
+  u64 base;
+  u64 phys;  // physical base the window tends to map to
+};
+
+std::string describe_op(int kind, u64 va, u64 pa, u64 size, int variant) {
+  static const char* const kNames[] = {"map", "unmap", "protect"};
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%s va=%#llx pa=%#llx size=%#llx variant=%d", kNames[kind],
+                static_cast<unsigned long long>(va), static_cast<unsigned long long>(pa),
+                static_cast<unsigned long long>(size), variant);
+  return buf;
+}
+
+TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
+  const u64 seed = test_seed();
+  std::printf("PTKIT_SEED=%llu (set it to replay)\n", static_cast<unsigned long long>(seed));
+  this->RecordProperty("seed", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
+
+  Fixture<TypeParam> fx(16384);
+  auto& s = fx.s();
+  IntervalMap ref;
+  const bool has_1g = s.format().leaf_allowed(2);
+  const Window windows[] = {{0x0000'0040'0000'0000, 0x0000'0002'0000'0000},
+                            {0xffff'ff80'0000'0000, 0x0000'0010'0000'0000}};
+  const Attrs kAttrChoices[] = {{RW, MemType::WriteBack, false},
+                                {Perm::R, MemType::WriteBack, true},
+                                {RX, MemType::WriteThrough, false},
+                                {RW | Perm::User, MemType::Uncached, false},
+                                {RWX, MemType::UncachedMinus, true}};
+
+  OpStats total;
+  u64 failures = 0;
+  auto tally = [&](const OpStats& st) {
+    total.splits += st.splits;
+    total.merges += st.merges;
+    total.breaks += st.breaks;
+    total.tables_freed += st.tables_freed;
+    total.full_flushes += st.full_flushes;
+  };
+  for (u64 op = 0; op < kOpsPerFormat; ++op) {
+    const Window& w = windows[pick(2)];
+    // Granule of the start address and the size, biased towards superpages.
+    const u64 gran_roll = pick(100);
+    const u64 gran = gran_roll < 60 ? 4 * KiB : gran_roll < 95 ? 2 * MiB : GiB;
+    u64 pages = gran == GiB ? 1 + pick(2) : gran == 2 * MiB ? 1 + pick(4) : 1 + pick(pick(8) == 0 ? 2048 : 16);
+    u64 size = pages * gran;
+    // Occasionally a range that is not a multiple of its start's granule.
+    if (pick(5) == 0) size += (1 + pick(511)) * 4 * KiB;
+    u64 va = w.base + align_down(pick(kWindowSize - size), gran);
+    if (pick(3) == 0) va += pick(512) * 4 * KiB;
+    if (va + size > w.base + kWindowSize) va = w.base + kWindowSize - size;
+    // Physical address: same alignment as va (superpages possible) or shifted.
+    const u64 pa_roll = pick(4);
+    u64 pa = w.phys + (va - w.base);
+    if (pa_roll == 1) pa += pick(1024) * 4 * KiB;
+    if (pa_roll == 2) pa += pick(64) * 2 * MiB;
+    if (gran == GiB && !is_aligned(pa - va, 2 * MiB)) pa = align_down(pa, 2 * MiB) + (va & (2 * MiB - 1));
+    const u64 hi = va + size - 1;
+    const int kind = int(pick(10) < 5 ? 0 : pick(2) + 1);
+    const int variant = int(pick(6));
+    SCOPED_TRACE(::testing::Message() << "seed " << seed << " op " << op << ": "
+                                      << describe_op(kind, va, pa, size, variant));
+    fx.recorder.events.clear();
+    const u64 in_use_before = fx.tables_in_use();
+
+    bool expect_ok = true;
+    Error expected_error = Error::BadSize;
+    bool succeeded = false;
+    if (kind == 0) {
+      MapOptions o;
+      o.existing = variant < 2 ? OnExisting::Error : variant < 4 ? OnExisting::Replace : OnExisting::Keep;
+      o.merge = pick(2) == 0;
+      if (pick(6) == 0) o.leaf_sizes = 4 * KiB;
+      const Attrs a = kAttrChoices[pick(5)];
+      if (o.existing == OnExisting::Error && ref.any_mapped(va, hi)) {
+        expect_ok = false;
+        expected_error = Error::AlreadyMapped;
+      }
+      auto r = s.map(VirtAddr(va), PhysAddr(pa), size, a, o);
+      ASSERT_EQ(r.ok(), expect_ok) << (r.ok() ? "succeeded" : to_string(r.error()));
+      if (!r.ok()) {
+        ASSERT_EQ(r.error(), expected_error);
+      }
+      if (r.ok()) {
+        tally(r->stats);
+        succeeded = true;
+        if (o.existing == OnExisting::Keep)
+          ref.insert_holes(va, hi, pa, a);
+        else
+          ref.insert(va, hi, pa, a);
+      }
+    } else if (kind == 1) {
+      UnmapOptions o;
+      o.holes = variant == 0 ? OnHole::Error : OnHole::Skip;
+      if (o.holes == OnHole::Error && !ref.all_mapped(va, hi)) {
+        expect_ok = false;
+        expected_error = Error::NotMapped;
+      }
+      auto r = s.unmap(VirtAddr(va), size, o);
+      ASSERT_EQ(r.ok(), expect_ok) << (r.ok() ? "succeeded" : to_string(r.error()));
+      if (!r.ok()) {
+        ASSERT_EQ(r.error(), expected_error);
+      }
+      if (r.ok()) {
+        tally(r->stats);
+        succeeded = true;
+        ref.erase(va, hi);
+      }
+    } else {
+      ProtectOptions o;
+      o.holes = variant < 3 ? OnHole::Error : OnHole::Skip;
+      o.merge = pick(2) == 0;
+      AttrChange c;
+      c.set = Perm(u8(pick(16)) & u8(Perm::W | Perm::X | Perm::User));
+      c.clear = Perm(u8(pick(16)) & u8(Perm::W | Perm::X | Perm::User)) & ~c.set;
+      c.change_global = pick(3) == 0;
+      c.global = pick(2) == 0;
+      c.change_mem = pick(4) == 0;
+      c.mem = pick(2) == 0 ? MemType::WriteBack : MemType::Uncached;
+      if (o.holes == OnHole::Error && !ref.all_mapped(va, hi)) {
+        expect_ok = false;
+        expected_error = Error::NotMapped;
+      }
+      auto r = s.protect(VirtAddr(va), size, c, o);
+      ASSERT_EQ(r.ok(), expect_ok) << (r.ok() ? "succeeded" : to_string(r.error()));
+      if (!r.ok()) {
+        ASSERT_EQ(r.error(), expected_error);
+      }
+      if (r.ok()) {
+        tally(r->stats);
+        succeeded = true;
+        ref.protect(va, hi, c);
+      }
+    }
+    if (!succeeded) {
+      ++failures;
+      // A failed update writes nothing and keeps no page.
+      for (const Event& e : fx.recorder.events) ASSERT_NE(e.kind, Event::Write);
+      ASSERT_EQ(fx.tables_in_use(), in_use_before);
+    }
+    // Spot-check translations around the range on every operation.
+    for (u64 probe : {va - 4 * KiB, va, hi & ~u64{0xFFF}, hi + 1, va + align_down(pick(size), 4 * KiB)}) {
+      if (probe < w.base || probe >= w.base + kWindowSize) continue;
+      const auto want = ref.lookup(probe);
+      auto got = s.query(VirtAddr(probe));
+      ASSERT_EQ(got.ok(), want.has_value()) << std::hex << "probe " << probe;
+      if (want) {
+        ASSERT_EQ(got->pa.value() + (probe - got->va.value()), want->first) << std::hex << probe;
+        ASSERT_EQ(got->attrs, want->second) << std::hex << probe;
+      }
+    }
+    if ((op + 1) % kBatch == 0 || op + 1 == kOpsPerFormat) {
+      for (const Window& win : windows) {
+        const auto got = runs_of(s, win.base, win.base + kWindowSize - 1);
+        const auto want = [&] {
+          std::vector<Run> out;
+          for (const Run& r : ref.runs())
+            if (r.va >= win.base && r.last < win.base + kWindowSize) out.push_back(r);
+          return out;
+        }();
+        ASSERT_EQ(got.size(), want.size()) << "after op " << op;
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_EQ(got[i], want[i]) << describe(got[i]) << " vs " << describe(want[i]);
+      }
+    }
+  }
+  // The sequence must have exercised what it claims to.
+  std::printf("%llu ops, %llu refused; splits %llu, merges %llu, breaks %llu, tables freed %llu, "
+              "full flushes %llu\n",
+              static_cast<unsigned long long>(kOpsPerFormat), static_cast<unsigned long long>(failures),
+              static_cast<unsigned long long>(total.splits), static_cast<unsigned long long>(total.merges),
+              static_cast<unsigned long long>(total.breaks),
+              static_cast<unsigned long long>(total.tables_freed),
+              static_cast<unsigned long long>(total.full_flushes));
+  EXPECT_GT(total.splits, kOpsPerFormat / 100);
+  EXPECT_GT(total.merges, 10u);
+  EXPECT_GT(total.tables_freed, kOpsPerFormat / 100);
+  EXPECT_GT(failures, kOpsPerFormat / 50);
+  EXPECT_LT(failures, kOpsPerFormat / 2);
+  if (s.format().needs_break(Entry::leaf(PhysAddr(0), {}), Entry::table(PhysAddr(0)), true)) {
+    EXPECT_GT(total.breaks, 0u);
+  }
+  (void)has_1g;
+  // Unmapping everything returns every table but the root.
+  for (const Window& w : windows) ASSERT_TRUE(s.unmap(VirtAddr(w.base), kWindowSize).ok());
+  EXPECT_EQ(fx.tables_in_use(), 1u);
+}
+
+}  // namespace
+}  // namespace ptkit::test
