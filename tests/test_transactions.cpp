@@ -1,0 +1,111 @@
+// Transactions: an allocation failure injected at every page of every update
+// of a random sequence must leave the tables bit-for-bit unchanged, report
+// the number of tables needed, and keep no page.
+#include "support.hpp"
+
+namespace ptkit::test {
+namespace {
+
+template <class Config>
+class TransactionTest : public ::testing::Test {};
+TYPED_TEST_SUITE(TransactionTest, AllFormats);
+
+constexpr int kOps = 1500;
+
+TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
+  const u64 seed = test_seed();
+  std::printf("PTKIT_SEED=%llu (set it to replay)\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
+
+  Fixture<TypeParam> fx(4096);
+  using Format = typename TypeParam::Format;
+  using Failing = FailingAllocator<FreeList>;
+  using FailingSpace = AddressSpace<Format, OffsetAccess, Failing&, RecWriter, RecSink>;
+  const u64 base = 0x0000'0040'0000'0000;
+  u64 injected = 0;
+
+  for (int op = 0; op < kOps; ++op) {
+    const u64 va = base + pick(u64{1} << 16) * 2 * MiB + (pick(2) ? pick(512) * 4 * KiB : 0);
+    const u64 size = (1 + pick(pick(4) == 0 ? 2048 : 8)) * 4 * KiB;
+    const u64 pa = pick(2) ? va - base : (va - base) + 4 * KiB * (1 + pick(511));
+    const int kind = int(pick(3));
+    const AttrChange change{pick(2) ? Perm::X : Perm::None, pick(2) ? Perm::W : Perm::None};
+    SCOPED_TRACE(::testing::Message() << "seed " << seed << " op " << op << " kind " << kind
+                                      << std::hex << " va " << va << " size " << size);
+    MapOptions mo;
+    mo.existing = OnExisting::Replace;
+    mo.merge = pick(2) == 0;
+    UnmapOptions uo;
+    ProtectOptions po;
+    po.holes = OnHole::Skip;
+    po.merge = pick(2) == 0;
+
+    auto run = [&](auto& space) {
+      if (kind == 0) return space.map(VirtAddr(va), PhysAddr(pa), size, Attrs{RW}, mo);
+      if (kind == 1) return space.unmap(VirtAddr(va), size, uo);
+      return space.protect(VirtAddr(va), size, change, po);
+    };
+    auto plan = kind == 0   ? fx.s().plan_map(VirtAddr(va), PhysAddr(pa), size, Attrs{RW}, mo)
+                : kind == 1 ? fx.s().plan_unmap(VirtAddr(va), size, uo)
+                            : fx.s().plan_protect(VirtAddr(va), size, change, po);
+    ASSERT_TRUE(plan.ok()) << to_string(plan.error());
+    const u64 needed = plan->tables_needed;
+    const auto before = fx.snapshot();
+    const u64 free_before = fx.alloc.pages_free();
+    for (u64 fail_at = 1; fail_at <= needed; ++fail_at) {
+      Failing failing(fx.alloc, fail_at);
+      FailingSpace space(Format(TypeParam::make()), fx.memory.access(), failing,
+                         RecWriter(fx.recorder), RecSink(fx.recorder), fx.s().root());
+      fx.recorder.events.clear();
+      auto r = run(space);
+      ASSERT_FALSE(r.ok()) << "fail_at " << fail_at << " of " << needed;
+      ASSERT_EQ(r.error(), Error::OutOfTables);
+      EXPECT_EQ(r.failure().needed, needed);
+      EXPECT_TRUE(failing.failed());
+      ASSERT_TRUE(fx.recorder.events.empty()) << "a failed update touched the tables or the TLB";
+      ASSERT_EQ(fx.snapshot(), before);
+      ASSERT_EQ(fx.alloc.pages_free(), free_before);
+      ++injected;
+    }
+    auto r = run(fx.s());
+    ASSERT_TRUE(r.ok()) << to_string(r.error());
+    EXPECT_EQ(r->stats.tables_allocated, needed) << "the plan counted exactly what was used";
+  }
+  std::printf("%llu injected failures\n", static_cast<unsigned long long>(injected));
+  EXPECT_GT(injected, u64{kOps} / 4);
+  ASSERT_TRUE(fx.s().unmap(VirtAddr(base), 1024 * GiB).ok());
+  EXPECT_EQ(fx.tables_in_use(), 1u);
+}
+
+TYPED_TEST(TransactionTest, ARealShortageOfOnePageIsRefusedCleanly) {
+  Fixture<TypeParam> fx(4096);
+  using Format = typename TypeParam::Format;
+  // A bump allocator with exactly one page less than the update needs.
+  const u64 va = 0x0000'0040'0000'0000;
+  auto plan = fx.s().plan_map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW});
+  ASSERT_TRUE(plan.ok());
+  const u64 needed = plan->tables_needed;
+  ASSERT_GT(needed, 3u);
+  BumpAllocator bump(fx.memory.base() + 2048 * kTablePageSize, needed - 1);
+  AddressSpace<Format, OffsetAccess, BumpAllocator&> space(Format(TypeParam::make()),
+                                                           fx.memory.access(), bump, {}, {},
+                                                           fx.s().root());
+  const auto before = fx.snapshot();
+  auto r = space.map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::OutOfTables);
+  EXPECT_EQ(r.failure().needed, needed);
+  EXPECT_EQ(fx.snapshot(), before);
+  EXPECT_EQ(bump.pages_free(), needed - 1);
+  // With the one page more it goes through and uses all of them.
+  BumpAllocator enough(fx.memory.base() + 2048 * kTablePageSize, needed);
+  AddressSpace<Format, OffsetAccess, BumpAllocator&> space2(Format(TypeParam::make()),
+                                                            fx.memory.access(), enough, {}, {},
+                                                            fx.s().root());
+  ASSERT_TRUE(space2.map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW}).ok());
+  EXPECT_EQ(enough.pages_free(), 0u);
+}
+
+}  // namespace
+}  // namespace ptkit::test
