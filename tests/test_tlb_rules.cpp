@@ -1,0 +1,220 @@
+// The TLB work and the architectural rules, checked event by event while
+// random updates run:
+// - a TLB model: at any moment the CPU may cache the current translation of
+//   an address; a cached translation is dropped only by an invalidation that
+//   covers it. After every update, every translation that may still be cached
+//   must equal the final one: nothing removed or restricted survives.
+// - every rewrite of a valid entry by a valid one is one the format allows
+//   without a break (x86: a size change only with identical translations),
+//   and every break is followed by an invalidation and its completion before
+//   the entry becomes valid again.
+#include <set>
+
+#include "support.hpp"
+
+namespace ptkit::test {
+namespace {
+
+template <class Config>
+class TlbRulesTest : public ::testing::Test {};
+TYPED_TEST_SUITE(TlbRulesTest, AllFormats);
+
+constexpr int kOps = 20000;
+constexpr u64 kBase = 0x0000'0040'0000'0000;
+constexpr u64 kWindow = 4 * GiB;
+
+struct Translation {
+  bool mapped = false;
+  u64 pa = 0;
+  Attrs attrs{};
+  auto operator<=>(const Translation& o) const {
+    if (mapped != o.mapped) return mapped <=> o.mapped;
+    if (pa != o.pa) return pa <=> o.pa;
+    if (attrs.perm != o.attrs.perm) return u8(attrs.perm) <=> u8(o.attrs.perm);
+    if (attrs.mem != o.attrs.mem) return u8(attrs.mem) <=> u8(o.attrs.mem);
+    return attrs.global <=> o.attrs.global;
+  }
+  bool operator==(const Translation&) const = default;
+};
+
+template <class Space>
+Translation translate(const Space& s, u64 va) {
+  auto q = s.query(VirtAddr(va));
+  if (!q.ok()) return {};
+  return Translation{true, q->pa.value() + (va - q->va.value()), q->attrs};
+}
+
+/// Whether every address of the entry at `site` translates the same through
+/// `before` and `after` (a split or merge), reading child tables from memory.
+template <class Format>
+bool equivalent(const Format& f, const TableMemory& mem, unsigned level, const Entry& before,
+                const Entry& after) {
+  if (before.is_leaf() && after.is_leaf())
+    return before.pa == after.pa && before.attrs == after.attrs;
+  const Entry& leaf = before.is_leaf() ? before : after;
+  const Entry& table = before.is_leaf() ? after : before;
+  const u64* t = mem.table(table.pa);
+  const u64 span = u64{1} << (12 + 9 * (level - 1));
+  for (unsigned k = 0; k < 512; ++k) {
+    const Entry e = f.decode(t[k], level - 1);
+    if (!e.is_leaf() || e.pa != leaf.pa + k * span || !(e.attrs == leaf.attrs)) return false;
+  }
+  return true;
+}
+
+TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
+  const u64 seed = test_seed();
+  std::printf("PTKIT_SEED=%llu (set it to replay)\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
+
+  Fixture<TypeParam> fx(8192);
+  auto& s = fx.s();
+  const auto& format = s.format();
+
+  std::vector<u64> samples;
+  std::vector<std::set<Translation>> may_be_cached;
+  std::vector<Translation> current;
+  bool dirty = false;
+  // Slots made invalid during this update, and whether an invalidation and
+  // its completion have happened since.
+  struct Broken {
+    bool invalidated = false;
+    bool completed = false;
+  };
+  std::map<std::pair<u64, unsigned>, Broken> broken;
+  u64 rewrites_checked = 0, stale_checks = 0, bbm_checked = 0;
+
+  auto refresh = [&] {
+    for (size_t i = 0; i < samples.size(); ++i) {
+      current[i] = translate(s, samples[i]);
+      if (current[i].mapped) may_be_cached[i].insert(current[i]);
+    }
+    dirty = false;
+  };
+
+  fx.recorder.on_event = [&](const Event& e) {
+    if (dirty) refresh();
+    switch (e.kind) {
+      case Event::Write: {
+        if (e.fresh) break;  // an unlinked table: no walker can see it
+        const unsigned level = e.site.level;
+        const Entry before = format.decode(e.old_raw, level);
+        const Entry after = format.decode(e.new_raw, level);
+        const auto slot = std::make_pair(e.site.table.value(), e.site.index);
+        if (before.valid() && after.valid()) {
+          const bool equiv = equivalent(format, fx.memory, level, before, after);
+          EXPECT_FALSE(format.needs_break(before, after, equiv))
+              << "valid entry rewritten without break-before-make at level " << level;
+          if (before.kind != after.kind) {
+            EXPECT_TRUE(equiv) << "page size changed together with frame or attributes";
+          }
+          ++rewrites_checked;
+        }
+        if (before.valid() && !after.valid()) broken[slot] = Broken{};
+        if (!before.valid() && after.valid()) {
+          auto it = broken.find(slot);
+          if (it != broken.end()) {
+            EXPECT_TRUE(it->second.invalidated && it->second.completed)
+                << "entry made valid again before the break's invalidation completed";
+            broken.erase(it);
+            ++bbm_checked;
+          }
+        }
+        dirty = true;
+        break;
+      }
+      case Event::Invalidate:
+        for (size_t i = 0; i < samples.size(); ++i)
+          if (e.range.first.value() <= samples[i] && samples[i] <= e.range.last.value())
+            may_be_cached[i] = current[i].mapped ? std::set<Translation>{current[i]}
+                                                 : std::set<Translation>{};
+        for (auto& [slot, b] : broken) b.invalidated = true;
+        break;
+      case Event::InvalidateAll:
+        for (size_t i = 0; i < samples.size(); ++i) {
+          // A flush that spares global entries (x86 CR3 reload) drops only
+          // the others.
+          std::set<Translation> kept;
+          if (!e.global)
+            for (const Translation& t : may_be_cached[i])
+              if (t.attrs.global) kept.insert(t);
+          if (current[i].mapped) kept.insert(current[i]);
+          may_be_cached[i] = kept;
+        }
+        for (auto& [slot, b] : broken) b.invalidated = true;
+        break;
+      case Event::Complete:
+        for (auto& [slot, b] : broken)
+          if (b.invalidated) b.completed = true;
+        break;
+      case Event::Publish: break;
+    }
+  };
+
+  const Attrs choices[] = {{RW, MemType::WriteBack, false},
+                           {Perm::R, MemType::WriteBack, true},
+                           {RX, MemType::Uncached, false}};
+  for (int op = 0; op < kOps; ++op) {
+    const u64 gran = pick(3) == 0 ? 2 * MiB : 4 * KiB;
+    const u64 size = gran * (1 + pick(gran == 4 * KiB ? 64 : 3));
+    const u64 va = kBase + align_down(pick(kWindow - size), gran);
+    const u64 hi = va + size - 1;
+    u64 pa = va - kBase + (pick(3) == 0 ? pick(16) * 4 * KiB : 0);
+    const int kind = int(pick(3));
+    SCOPED_TRACE(::testing::Message() << "seed " << seed << " op " << op << " kind " << kind
+                                      << std::hex << " va " << va << " size " << size);
+    // Sample the range's ends, its neighbours, the superpages around it and
+    // random pages inside; each starts cached as it translates now.
+    samples.clear();
+    for (u64 a : {va, hi & ~u64{0xFFF}, va - 4 * KiB, hi + 1, align_down(va, 2 * MiB),
+                  align_down(va, 2 * MiB) + 2 * MiB - 4 * KiB, align_down(va, GiB)})
+      samples.push_back(a);
+    for (int i = 0; i < 8; ++i) samples.push_back(va + align_down(pick(size), 4 * KiB));
+    may_be_cached.assign(samples.size(), {});
+    current.assign(samples.size(), {});
+    refresh();
+    broken.clear();
+
+    Status st = Ok{};
+    if (kind == 0) {
+      MapOptions o;
+      o.existing = pick(2) ? OnExisting::Replace : OnExisting::Keep;
+      o.merge = pick(2) == 0;
+      auto r = s.map(VirtAddr(va), PhysAddr(pa), size, choices[pick(3)], o);
+      ASSERT_TRUE(r.ok()) << to_string(r.error());
+    } else if (kind == 1) {
+      auto r = s.unmap(VirtAddr(va), size);
+      ASSERT_TRUE(r.ok()) << to_string(r.error());
+    } else {
+      ProtectOptions o;
+      o.holes = OnHole::Skip;
+      o.merge = pick(2) == 0;
+      AttrChange c{pick(2) ? Perm::W : Perm::None, pick(2) ? Perm::X : Perm::W};
+      c.change_mem = pick(4) == 0;
+      c.mem = pick(2) ? MemType::WriteBack : MemType::Uncached;
+      c.change_global = pick(4) == 0;
+      c.global = pick(2) == 0;
+      auto r = s.protect(VirtAddr(va), size, c, o);
+      ASSERT_TRUE(r.ok()) << to_string(r.error());
+    }
+    if (dirty) refresh();
+    for (size_t i = 0; i < samples.size(); ++i) {
+      for (const Translation& t : may_be_cached[i]) {
+        ASSERT_EQ(t, current[i]) << std::hex << "stale translation of " << samples[i]
+                                 << " survives: pa " << t.pa << " vs " << current[i].pa;
+        ++stale_checks;
+      }
+    }
+    fx.recorder.events.clear();
+  }
+  std::printf("%llu valid-to-valid rewrites, %llu breaks, %llu cached translations checked\n",
+              static_cast<unsigned long long>(rewrites_checked),
+              static_cast<unsigned long long>(bbm_checked),
+              static_cast<unsigned long long>(stale_checks));
+  EXPECT_GT(rewrites_checked, u64{kOps});
+  EXPECT_GT(stale_checks, u64{kOps} * 4);
+}
+
+}  // namespace
+}  // namespace ptkit::test
