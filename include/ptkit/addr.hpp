@@ -6,6 +6,7 @@
 // virtual address is canonical is a question for the paging format.
 #pragma once
 
+#include <compare>  // operator<=>; a freestanding header
 #include <cstdint>
 
 namespace ptkit {

@@ -1,0 +1,27 @@
+# ctest driver: configure, build and run the consumer project.
+# -DMODE=installed|subdirectory -DSOURCE=<ptkit source> -DBUILD=<ptkit build> -DWORK=<dir> -DCXX=<compiler>
+file(REMOVE_RECURSE ${WORK})
+set(args -DCMAKE_CXX_COMPILER=${CXX})
+if(MODE STREQUAL "installed")
+  execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD} --prefix ${WORK}/prefix
+                  RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "install failed")
+  endif()
+  list(APPEND args -DCMAKE_PREFIX_PATH=${WORK}/prefix)
+else()
+  list(APPEND args -DPTKIT_SOURCE_DIR=${SOURCE})
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE}/tests/packaging/consumer -B ${WORK}/build ${args}
+                RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "configure failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK}/build RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "build failed")
+endif()
+execute_process(COMMAND ${WORK}/build/consumer RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "consumer failed with ${rc}")
+endif()
