@@ -1,16 +1,38 @@
 #!/usr/bin/env bash
-# Installs what ptkit's build and tests need on Debian 12, only when missing.
+# Installs what ptkit's build and tests need on Debian 12, only what is
+# missing. When everything is present it only asks dpkg, once, and returns.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libclang-rt-14-dev)
+packages=(
+  cmake ninja-build     # build
+  g++ clang             # both compilers the tests run with
+  libgtest-dev libgmock-dev
+  libclang-rt-14-dev    # clang's sanitizer and builtins runtime
+)
+
+# One dpkg-query for all packages; those not installed (or unknown) are missing.
+mapfile -t installed < <(dpkg-query -W -f='${db:Status-Status} ${Package}\n' "${packages[@]}" \
+  2>/dev/null | awk '$1 == "installed" { print $2 }')
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ " ${installed[*]-} " == *" $p "* ]] || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "deps: installing ${missing[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# dpkg can say "installed" while a tool is gone (e.g. removed by hand): check
+# the commands the build runs, too.
+for tool in cmake:cmake ninja:ninja-build g++:g++ clang++:clang; do
+  command -v "${tool%%:*}" >/dev/null || [[ " ${missing[*]-} " == *" ${tool#*:} "* ]] ||
+    missing+=("${tool#*:}")
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
 fi
+
+echo "deps: installing ${missing[*]}"
+sudo=()
+if (($(id -u) != 0)); then
+  sudo=(sudo)
+fi
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
