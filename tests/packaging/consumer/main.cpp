@@ -21,8 +21,9 @@ int check(bool ok, int code, const char* what) {
 
 int run() {
   std::vector<u64> memory((kTablePages + 1) * kTablePageSize / sizeof(u64));
-  const u64 host =
-      (reinterpret_cast<u64>(memory.data()) + kTablePageSize - 1) & ~(kTablePageSize - 1);
+  // The table area starts at the first page boundary inside `memory`.
+  const auto address = reinterpret_cast<u64>(memory.data());  // NOLINT(*-reinterpret-cast)
+  const u64 host = (address + kTablePageSize - 1) & ~(kTablePageSize - 1);
   BumpAllocator alloc(PhysAddr(kTableArea), kTablePages);
   auto space = AddressSpace<x86::Paging4, OffsetAccess, BumpAllocator&>::create(
       x86::Paging4{}, OffsetAccess{host - kTableArea}, alloc);
