@@ -29,15 +29,25 @@ static_assert(!std::is_convertible_v<PhysAddr, u64>);
 static_assert(!std::is_convertible_v<VirtAddr, u64>);
 
 template <class A, class B>
-concept Addable = requires(A a, B b) { a + b; };
+concept Addable = requires(A a, B b) {
+  a + b;
+};
 template <class A, class B>
-concept Subtractable = requires(A a, B b) { a - b; };
+concept Subtractable = requires(A a, B b) {
+  a - b;
+};
 template <class A, class B>
-concept PlusAssignable = requires(A a, B b) { a += b; };
+concept PlusAssignable = requires(A a, B b) {
+  a += b;
+};
 template <class A, class B>
-concept EqualityComparable = requires(A a, B b) { a == b; };
+concept EqualityComparable = requires(A a, B b) {
+  a == b;
+};
 template <class A, class B>
-concept Ordered = requires(A a, B b) { a < b; };
+concept Ordered = requires(A a, B b) {
+  a < b;
+};
 
 // Mixing the kinds is ill-formed.
 static_assert(!Addable<PhysAddr, VirtAddr>);
@@ -266,8 +276,8 @@ TEST(VirtRange, OverlapsIsSymmetric) {
           const VirtRange r2{VirtAddr(c), VirtAddr(d)};
           // Reference: brute-force interval intersection, max(lo) <= min(hi).
           const bool expected = (a > c ? a : c) <= (b < d ? b : d);
-          EXPECT_EQ(r1.overlaps(c, d), expected) << std::hex << a << ".." << b << " vs " << c
-                                                 << ".." << d;
+          EXPECT_EQ(r1.overlaps(c, d), expected)
+              << std::hex << a << ".." << b << " vs " << c << ".." << d;
           EXPECT_EQ(r2.overlaps(a, b), expected);
         }
     }

@@ -246,9 +246,9 @@ TEST(StaticPoolAllocator, ExactMultiplesOf64AndSmallPools) {
 /// that mixing up host and physical addresses shows.
 class HostPages {
  public:
-  static constexpr u64 kBase = 0x1000'0000;
+  static constexpr u64 kDefaultBase = 0x1000'0000;
 
-  explicit HostPages(u64 pages) : pages_(pages) {
+  explicit HostPages(u64 pages, u64 phys_base = kDefaultBase) : base_(phys_base) {
     host_ = static_cast<u8*>(std::aligned_alloc(kPage, pages * kPage));
     if (host_ == nullptr) std::abort();
     std::memset(host_, 0xA5, pages * kPage);
@@ -257,17 +257,18 @@ class HostPages {
   HostPages(const HostPages&) = delete;
   HostPages& operator=(const HostPages&) = delete;
 
+  /// Physical = host - offset: OffsetAccess adds the offset back.
   [[nodiscard]] OffsetAccess access() const {
-    return OffsetAccess{reinterpret_cast<u64>(host_) - kBase};
+    return OffsetAccess{reinterpret_cast<u64>(host_) - base_};
   }
-  [[nodiscard]] PhysAddr base() const { return PhysAddr(kBase); }
-  [[nodiscard]] PhysAddr page(u64 i) const { return PhysAddr(kBase + i * kPage); }
+  [[nodiscard]] PhysAddr base() const { return PhysAddr(base_); }
+  [[nodiscard]] PhysAddr page(u64 i) const { return PhysAddr(base_ + i * kPage); }
   [[nodiscard]] u64* host(PhysAddr pa) const {
-    return reinterpret_cast<u64*>(host_ + (pa.value() - kBase));
+    return reinterpret_cast<u64*>(host_ + (pa.value() - base_));
   }
 
  private:
-  u64 pages_;
+  u64 base_;
   u8* host_ = nullptr;
 };
 
@@ -302,6 +303,22 @@ TEST(FreeListAllocator, LinksLiveInTheFreePagesThroughTheAccessPolicy) {
   EXPECT_EQ(mem.host(mem.page(1))[0], mem.page(2).value());
   EXPECT_EQ(mem.host(mem.page(2))[0], 0u);
   EXPECT_EQ(mem.host(mem.page(0))[1], 0xa5a5'a5a5'a5a5'a5a5u);
+}
+
+TEST(FreeListAllocator, APageAtPhysicalZeroIsAnOrdinaryPage) {
+  // The list is counted, not terminated by a null address: physical page 0
+  // (identity-mapped boot memory) can be handed out like any other.
+  HostPages mem(3, 0);
+  FreeList fl(mem.access());
+  fl.add_range(mem.base(), 3);
+  ASSERT_TRUE(fl.reserve(2));
+  EXPECT_EQ(fl.take(), PhysAddr(0));
+  EXPECT_EQ(fl.take(), PhysAddr(0x1000));
+  fl.release(PhysAddr(0));
+  ASSERT_TRUE(fl.reserve(2));
+  EXPECT_EQ(fl.take(), PhysAddr(0));
+  EXPECT_EQ(fl.take(), PhysAddr(0x2000));
+  EXPECT_EQ(fl.pages_free(), 0u);
 }
 
 TEST(FreeListAllocator, ReleaseIsLastInFirstOut) {

@@ -28,18 +28,18 @@ using x86::PatType;
 // Tables 4-15..4-20 (PML5E, PML4E, PDPTE (1G page / table), PDE (2M page / table), PTE).
 namespace sdm {
 constexpr u64 bit(unsigned n) { return u64{1} << n; }
-constexpr u64 P = bit(0);         // Present
-constexpr u64 RW = bit(1);        // Read/write
-constexpr u64 US = bit(2);        // User/supervisor
-constexpr u64 PWT = bit(3);       // Page-level write-through
-constexpr u64 PCD = bit(4);       // Page-level cache disable
-constexpr u64 A = bit(5);         // Accessed
-constexpr u64 D = bit(6);         // Dirty (leaves)
-constexpr u64 PS = bit(7);        // Page size (PDE, PDPTE); reserved in PML4E/PML5E
-constexpr u64 PAT_4K = bit(7);    // PAT (PTE, Table 4-20)
-constexpr u64 G = bit(8);         // Global (leaves)
+constexpr u64 P = bit(0);           // Present
+constexpr u64 RW = bit(1);          // Read/write
+constexpr u64 US = bit(2);          // User/supervisor
+constexpr u64 PWT = bit(3);         // Page-level write-through
+constexpr u64 PCD = bit(4);         // Page-level cache disable
+constexpr u64 A = bit(5);           // Accessed
+constexpr u64 D = bit(6);           // Dirty (leaves)
+constexpr u64 PS = bit(7);          // Page size (PDE, PDPTE); reserved in PML4E/PML5E
+constexpr u64 PAT_4K = bit(7);      // PAT (PTE, Table 4-20)
+constexpr u64 G = bit(8);           // Global (leaves)
 constexpr u64 PAT_LARGE = bit(12);  // PAT (PDE 2M Table 4-18, PDPTE 1G Table 4-16)
-constexpr u64 XD = bit(63);       // Execute-disable (if IA32_EFER.NXE = 1)
+constexpr u64 XD = bit(63);         // Execute-disable (if IA32_EFER.NXE = 1)
 
 /// Bits [lo, hi] inclusive.
 constexpr u64 bits(unsigned lo, unsigned hi) {
@@ -99,8 +99,8 @@ static_assert(sizeof(kAllMemTypes) / sizeof(kAllMemTypes[0]) == kMemTypeCount);
 constexpr PatLayout kPowerOn{};
 constexpr PatLayout kLinux{{PatType::WB, PatType::WC, PatType::UCMinus, PatType::UC, PatType::WB,
                             PatType::WP, PatType::UCMinus, PatType::WT}};
-constexpr PatLayout kDistinct{{PatType::WB, PatType::WT, PatType::UCMinus, PatType::UC,
-                               PatType::WC, PatType::WP, PatType::UC, PatType::UC}};
+constexpr PatLayout kDistinct{{PatType::WB, PatType::WT, PatType::UCMinus, PatType::UC, PatType::WC,
+                               PatType::WP, PatType::UC, PatType::UC}};
 
 const char* mem_name(MemType m) {
   switch (m) {
@@ -328,8 +328,8 @@ TYPED_TEST(X86Format, CanExpressNeedsExecuteWithoutNx) {
 
 TYPED_TEST(X86Format, LinuxPatEveryIndexDecodesToItsType) {
   const TypeParam fmt(Features{.page_1g = true, .pat = kLinux});
-  const MemType want[8] = {MemType::WriteBack,    MemType::WriteCombining, MemType::UncachedMinus,
-                           MemType::Uncached,     MemType::WriteBack,      MemType::WriteProtect,
+  const MemType want[8] = {MemType::WriteBack,     MemType::WriteCombining, MemType::UncachedMinus,
+                           MemType::Uncached,      MemType::WriteBack,      MemType::WriteProtect,
                            MemType::UncachedMinus, MemType::WriteThrough};
   for (unsigned level = 0; level < 3; ++level) {
     const u64 pat_bit = level == 0 ? sdm::PAT_4K : sdm::PAT_LARGE;
@@ -359,8 +359,8 @@ TYPED_TEST(X86Format, LinuxPatEncodesTheFirstMatchingIndex) {
     const u64 pat_bit = level == 0 ? sdm::PAT_4K : sdm::PAT_LARGE;
     for (const Case& c : cases) {
       const u64 raw = fmt.encode(Entry::leaf(PhysAddr(0), Attrs{RW, c.mem}), level);
-      const u64 want = (c.index & 1 ? sdm::PWT : 0) | (c.index & 2 ? sdm::PCD : 0) |
-                       (c.index & 4 ? pat_bit : 0);
+      const u64 want =
+          (c.index & 1 ? sdm::PWT : 0) | (c.index & 2 ? sdm::PCD : 0) | (c.index & 4 ? pat_bit : 0);
       EXPECT_EQ(raw & (sdm::PWT | sdm::PCD | pat_bit), want)
           << "level " << level << " " << mem_name(c.mem);
     }
@@ -527,8 +527,7 @@ TYPED_TEST(X86Format, NotPresentIsInvalidWhateverElseIsSet) {
     EXPECT_TRUE(fmt.is_valid_raw(sdm::P, level));
     EXPECT_EQ(fmt.encode(Entry::invalid(), level), 0u);
     // An invalid entry with stray fields still encodes as 0.
-    EXPECT_EQ(fmt.encode(Entry{EntryKind::Invalid, PhysAddr(0x1000), Attrs{RWX}, sdm::KEPT},
-                         level),
+    EXPECT_EQ(fmt.encode(Entry{EntryKind::Invalid, PhysAddr(0x1000), Attrs{RWX}, sdm::KEPT}, level),
               0u);
   }
 }
