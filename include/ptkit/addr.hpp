@@ -63,6 +63,7 @@ struct VirtRange {
   [[nodiscard]] constexpr bool overlaps(u64 lo, u64 hi) const {
     return first.value() <= hi && lo <= last.value();
   }
+  /// Precondition: size > 0 (an empty range has no inclusive form).
   static constexpr VirtRange of(VirtAddr start, u64 size) {
     return VirtRange{start, start + (size - 1)};
   }
