@@ -57,8 +57,8 @@ int main() {
 
   x86::Features cpu;
   cpu.page_1g = true;
-  auto created = AddressSpace<x86::Paging4, OffsetAccess, BumpAllocator&>::create(
-      x86::Paging4(cpu), access, alloc);
+  auto created = AddressSpace<x86::Paging4, OffsetAccess, BumpAllocator&>::create(x86::Paging4(cpu),
+                                                                                  access, alloc);
   if (!created) {
     std::fprintf(stderr, "create: %s\n", to_string(created.error()));
     return 1;
@@ -71,11 +71,20 @@ int main() {
   const Region regions[] = {
       {"direct map (4 GiB RAM)", direct_map, 0, 4 * GiB, {RW, MemType::WriteBack, true}},
       {"kernel .text", image_va, image_pa, 6 * MiB, {RX, MemType::WriteBack, true}},
-      {"kernel .rodata", image_va + 6 * MiB, image_pa + 6 * MiB, 2 * MiB + 64 * KiB,
+      {"kernel .rodata",
+       image_va + 6 * MiB,
+       image_pa + 6 * MiB,
+       2 * MiB + 64 * KiB,
        {Perm::R, MemType::WriteBack, true}},
-      {"kernel .data/.bss", image_va + 8 * MiB + 64 * KiB, image_pa + 8 * MiB + 64 * KiB,
-       4 * MiB - 64 * KiB, {RW, MemType::WriteBack, true}},
-      {"MMIO window (uncached)", 0xffff'c900'0000'0000, 0xfe00'0000, 16 * MiB,
+      {"kernel .data/.bss",
+       image_va + 8 * MiB + 64 * KiB,
+       image_pa + 8 * MiB + 64 * KiB,
+       4 * MiB - 64 * KiB,
+       {RW, MemType::WriteBack, true}},
+      {"MMIO window (uncached)",
+       0xffff'c900'0000'0000,
+       0xfe00'0000,
+       16 * MiB,
        {RW, MemType::Uncached, true}},
   };
   for (const Region& r : regions) {

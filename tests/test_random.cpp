@@ -62,7 +62,9 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     // Granule of the start address and the size, biased towards superpages.
     const u64 gran_roll = pick(100);
     const u64 gran = gran_roll < 60 ? 4 * KiB : gran_roll < 95 ? 2 * MiB : GiB;
-    u64 pages = gran == GiB ? 1 + pick(2) : gran == 2 * MiB ? 1 + pick(4) : 1 + pick(pick(8) == 0 ? 2048 : 16);
+    u64 pages = gran == GiB       ? 1 + pick(2)
+                : gran == 2 * MiB ? 1 + pick(4)
+                                  : 1 + pick(pick(8) == 0 ? 2048 : 16);
     u64 size = pages * gran;
     // Occasionally a range that is not a multiple of its start's granule.
     if (pick(5) == 0) size += (1 + pick(511)) * 4 * KiB;
@@ -74,7 +76,8 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     u64 pa = w.phys + (va - w.base);
     if (pa_roll == 1) pa += pick(1024) * 4 * KiB;
     if (pa_roll == 2) pa += pick(64) * 2 * MiB;
-    if (gran == GiB && !is_aligned(pa - va, 2 * MiB)) pa = align_down(pa, 2 * MiB) + (va & (2 * MiB - 1));
+    if (gran == GiB && !is_aligned(pa - va, 2 * MiB))
+      pa = align_down(pa, 2 * MiB) + (va & (2 * MiB - 1));
     const u64 hi = va + size - 1;
     const int kind = int(pick(10) < 5 ? 0 : pick(2) + 1);
     const int variant = int(pick(6));
@@ -88,7 +91,9 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     bool succeeded = false;
     if (kind == 0) {
       MapOptions o;
-      o.existing = variant < 2 ? OnExisting::Error : variant < 4 ? OnExisting::Replace : OnExisting::Keep;
+      o.existing = variant < 2   ? OnExisting::Error
+                   : variant < 4 ? OnExisting::Replace
+                                 : OnExisting::Keep;
       o.merge = pick(2) == 0;
       if (pick(6) == 0) o.leaf_sizes = 4 * KiB;
       const Attrs a = kAttrChoices[pick(5)];
@@ -159,7 +164,8 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
       ASSERT_EQ(fx.tables_in_use(), in_use_before);
     }
     // Spot-check translations around the range on every operation.
-    for (u64 probe : {va - 4 * KiB, va, hi & ~u64{0xFFF}, hi + 1, va + align_down(pick(size), 4 * KiB)}) {
+    for (u64 probe :
+         {va - 4 * KiB, va, hi & ~u64{0xFFF}, hi + 1, va + align_down(pick(size), 4 * KiB)}) {
       if (probe < w.base || probe >= w.base + kWindowSize) continue;
       const auto want = ref.lookup(probe);
       auto got = s.query(VirtAddr(probe));
@@ -185,13 +191,14 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     }
   }
   // The sequence must have exercised what it claims to.
-  std::printf("%llu ops, %llu refused; splits %llu, merges %llu, breaks %llu, tables freed %llu, "
-              "full flushes %llu\n",
-              static_cast<unsigned long long>(kOpsPerFormat), static_cast<unsigned long long>(failures),
-              static_cast<unsigned long long>(total.splits), static_cast<unsigned long long>(total.merges),
-              static_cast<unsigned long long>(total.breaks),
-              static_cast<unsigned long long>(total.tables_freed),
-              static_cast<unsigned long long>(total.full_flushes));
+  std::printf(
+      "%llu ops, %llu refused; splits %llu, merges %llu, breaks %llu, tables freed %llu, "
+      "full flushes %llu\n",
+      static_cast<unsigned long long>(kOpsPerFormat), static_cast<unsigned long long>(failures),
+      static_cast<unsigned long long>(total.splits), static_cast<unsigned long long>(total.merges),
+      static_cast<unsigned long long>(total.breaks),
+      static_cast<unsigned long long>(total.tables_freed),
+      static_cast<unsigned long long>(total.full_flushes));
   EXPECT_GT(total.splits, kOpsPerFormat / 100);
   EXPECT_GT(total.merges, 10u);
   EXPECT_GT(total.tables_freed, kOpsPerFormat / 100);

@@ -39,10 +39,12 @@ class SpaceTest : public ::testing::Test {
 
   std::vector<Mapping> leaves(u64 lo, u64 size) {
     std::vector<Mapping> out;
-    EXPECT_TRUE(s().walk(VirtAddr(lo), size, [&](const Mapping& m) {
-                     out.push_back(m);
-                     return true;
-                   }).ok());
+    EXPECT_TRUE(s().walk(VirtAddr(lo), size,
+                         [&](const Mapping& m) {
+                           out.push_back(m);
+                           return true;
+                         })
+                    .ok());
     return out;
   }
 
@@ -83,10 +85,12 @@ TYPED_TEST(SpaceTest, MapFallsBackToSmallerLeavesWhereAlignmentEnds) {
   }
   // Unaligned head and tail around 2M leaves: 4K, then 2M, then 4K.
   const u64 va2 = this->kVa + GiB - 8 * KiB;
-  ASSERT_TRUE(this->s().map(VirtAddr(va2), PhysAddr(pa + GiB - 8 * KiB - 4 * KiB), 0, this->kRw)
-                  .error() == Error::BadSize);
   ASSERT_TRUE(
-      this->s().map(VirtAddr(va2), PhysAddr(this->kPa + GiB - 8 * KiB), 4 * MiB + 16 * KiB, this->kRw)
+      this->s().map(VirtAddr(va2), PhysAddr(pa + GiB - 8 * KiB - 4 * KiB), 0, this->kRw).error() ==
+      Error::BadSize);
+  ASSERT_TRUE(
+      this->s()
+          .map(VirtAddr(va2), PhysAddr(this->kPa + GiB - 8 * KiB), 4 * MiB + 16 * KiB, this->kRw)
           .ok());
   const auto m = this->leaves(va2, 4 * MiB + 16 * KiB);
   ASSERT_EQ(m.size(), 2u + 2 + 2);
@@ -288,7 +292,8 @@ TYPED_TEST(SpaceTest, MergeFoldsAFullUniformTableIntoASuperpage) {
   auto& s = this->s();
   MapOptions small;
   small.leaf_sizes = 4 * KiB;
-  ASSERT_TRUE(s.map(VirtAddr(this->kVa), PhysAddr(this->kPa), 2 * MiB - 4 * KiB, this->kRw, small).ok());
+  ASSERT_TRUE(
+      s.map(VirtAddr(this->kVa), PhysAddr(this->kPa), 2 * MiB - 4 * KiB, this->kRw, small).ok());
   const u64 before = this->fx.tables_in_use();
   MapOptions merge;
   merge.merge = true;
@@ -311,8 +316,10 @@ TYPED_TEST(SpaceTest, MergeFoldsAFullUniformTableIntoASuperpage) {
   EXPECT_EQ(back->stats.merges, 1u);
   EXPECT_EQ(this->leaves(this->kVa, 2 * MiB).size(), 1u);
   // Non-contiguous physical pages never merge.
-  ASSERT_TRUE(s.map(VirtAddr(this->kVa + 2 * MiB), PhysAddr(0), 2 * MiB - 4 * KiB, this->kRw, small).ok());
-  auto r2 = s.map(VirtAddr(this->kVa + 4 * MiB - 4 * KiB), PhysAddr(8 * MiB), 4 * KiB, this->kRw, merge);
+  ASSERT_TRUE(
+      s.map(VirtAddr(this->kVa + 2 * MiB), PhysAddr(0), 2 * MiB - 4 * KiB, this->kRw, small).ok());
+  auto r2 =
+      s.map(VirtAddr(this->kVa + 4 * MiB - 4 * KiB), PhysAddr(8 * MiB), 4 * KiB, this->kRw, merge);
   ASSERT_TRUE(r2.ok());
   EXPECT_EQ(r2->stats.merges, 0u);
 }
@@ -330,7 +337,8 @@ TYPED_TEST(SpaceTest, ExistingMappingsErrorReplaceOrKeep) {
   MapOptions replace;
   replace.existing = OnExisting::Replace;
   this->fx.recorder.events.clear();
-  ASSERT_TRUE(s.map(VirtAddr(this->kVa), PhysAddr(0x200000), 12 * KiB, Attrs{Perm::R}, replace).ok());
+  ASSERT_TRUE(
+      s.map(VirtAddr(this->kVa), PhysAddr(0x200000), 12 * KiB, Attrs{Perm::R}, replace).ok());
   for (u64 i = 0; i < 3; ++i) {
     auto q = s.query(VirtAddr(this->kVa + i * 4 * KiB));
     ASSERT_TRUE(q.ok());
@@ -345,7 +353,8 @@ TYPED_TEST(SpaceTest, ExistingMappingsErrorReplaceOrKeep) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stats.splits, 1u);
   EXPECT_EQ(s.query(VirtAddr(this->kVa + 3 * MiB))->pa.value(), 0u);
-  EXPECT_EQ(s.query(VirtAddr(this->kVa + 3 * MiB + 4 * KiB))->pa.value(), this->kPa + MiB + 4 * KiB);
+  EXPECT_EQ(s.query(VirtAddr(this->kVa + 3 * MiB + 4 * KiB))->pa.value(),
+            this->kPa + MiB + 4 * KiB);
 }
 
 TYPED_TEST(SpaceTest, LiveRangesAreNeverMadeInvalid) {
@@ -362,7 +371,8 @@ TYPED_TEST(SpaceTest, LiveRangesAreNeverMadeInvalid) {
   u.live = LiveRanges{&stack, 1};
   ProtectOptions p;
   p.live = LiveRanges{&stack, 1};
-  const bool breaks = s.format().needs_break(Entry::leaf(PhysAddr(0), {}), Entry::table(PhysAddr(0)), true);
+  const bool breaks =
+      s.format().needs_break(Entry::leaf(PhysAddr(0), {}), Entry::table(PhysAddr(0)), true);
   if (breaks) {
     this->expect_rejected(Error::LiveRangeBroken, [&] {
       return s.protect(VirtAddr(this->kVa + 2 * MiB - 4 * KiB), 4 * KiB, AttrChange{Perm::X}, p);

@@ -127,8 +127,8 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
       case Event::Invalidate:
         for (size_t i = 0; i < samples.size(); ++i)
           if (e.range.first.value() <= samples[i] && samples[i] <= e.range.last.value())
-            may_be_cached[i] = current[i].mapped ? std::set<Translation>{current[i]}
-                                                 : std::set<Translation>{};
+            may_be_cached[i] =
+                current[i].mapped ? std::set<Translation>{current[i]} : std::set<Translation>{};
         for (auto& [slot, b] : broken) b.invalidated = true;
         break;
       case Event::InvalidateAll:

@@ -88,9 +88,8 @@ TYPED_TEST(TransactionTest, ARealShortageOfOnePageIsRefusedCleanly) {
   const u64 needed = plan->tables_needed;
   ASSERT_GT(needed, 3u);
   BumpAllocator bump(fx.memory.base() + 2048 * kTablePageSize, needed - 1);
-  AddressSpace<Format, OffsetAccess, BumpAllocator&> space(Format(TypeParam::make()),
-                                                           fx.memory.access(), bump, {}, {},
-                                                           fx.s().root());
+  AddressSpace<Format, OffsetAccess, BumpAllocator&> space(
+      Format(TypeParam::make()), fx.memory.access(), bump, {}, {}, fx.s().root());
   const auto before = fx.snapshot();
   auto r = space.map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW});
   ASSERT_FALSE(r.ok());
@@ -100,9 +99,8 @@ TYPED_TEST(TransactionTest, ARealShortageOfOnePageIsRefusedCleanly) {
   EXPECT_EQ(bump.pages_free(), needed - 1);
   // With the one page more it goes through and uses all of them.
   BumpAllocator enough(fx.memory.base() + 2048 * kTablePageSize, needed);
-  AddressSpace<Format, OffsetAccess, BumpAllocator&> space2(Format(TypeParam::make()),
-                                                            fx.memory.access(), enough, {}, {},
-                                                            fx.s().root());
+  AddressSpace<Format, OffsetAccess, BumpAllocator&> space2(
+      Format(TypeParam::make()), fx.memory.access(), enough, {}, {}, fx.s().root());
   ASSERT_TRUE(space2.map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW}).ok());
   EXPECT_EQ(enough.pages_free(), 0u);
 }

@@ -14,7 +14,7 @@ namespace ptkit {
 template <class A>
 concept TableAccess = requires(A a, PhysAddr pa, u64* ptr) {
   { a.table(pa) } -> std::same_as<u64*>;
-  { a.done(ptr) };
+  {a.done(ptr)};
 };
 
 /// Tables are reachable at their physical address (identity-mapped boot code,

@@ -13,10 +13,10 @@ namespace ptkit {
 
 template <class A>
 concept TableAllocator = requires(A a, u64 n, PhysAddr pa) {
-  { a.reserve(n) } -> std::same_as<bool>;      // false: not that many pages
-  { a.take() } -> std::same_as<PhysAddr>;      // precondition: a page is reserved
-  { a.release(pa) };
-  { a.give_back_unused() };
+  { a.reserve(n) } -> std::same_as<bool>;  // false: not that many pages
+  { a.take() } -> std::same_as<PhysAddr>;  // precondition: a page is reserved
+  {a.release(pa)};
+  {a.give_back_unused()};
 };
 
 inline constexpr u64 kTablePageSize = 4096;

@@ -16,11 +16,11 @@ enum class EntryKind : u8 { Invalid, Table, Leaf };
 /// A decoded descriptor, independent of the architecture.
 struct Entry {
   EntryKind kind = EntryKind::Invalid;
-  PhysAddr pa;    // table: the next table; leaf: the output address
-  Attrs attrs;    // leaves only
-  u64 kept = 0;   // format-specific bits carried through unchanged (accessed,
-                  // dirty, software bits, protection keys): protect() and
-                  // splits preserve them without knowing what they are
+  PhysAddr pa;   // table: the next table; leaf: the output address
+  Attrs attrs;   // leaves only
+  u64 kept = 0;  // format-specific bits carried through unchanged (accessed,
+                 // dirty, software bits, protection keys): protect() and
+                 // splits preserve them without knowing what they are
 
   [[nodiscard]] constexpr bool valid() const { return kind != EntryKind::Invalid; }
   [[nodiscard]] constexpr bool is_leaf() const { return kind == EntryKind::Leaf; }
@@ -37,8 +37,8 @@ struct Entry {
 // Levels are numbered from the bottom: level 0 holds the smallest pages, level
 // levels()-1 is the root. Manual names are available through level_name().
 template <class F>
-concept PagingFormat = requires(const F f, unsigned level, u64 raw, Entry e, Attrs a,
-                                VirtAddr va, bool equivalent) {
+concept PagingFormat = requires(const F f, unsigned level, u64 raw, Entry e, Attrs a, VirtAddr va,
+                                bool equivalent) {
   { F::kMaxLevels } -> std::convertible_to<unsigned>;
   { f.levels() } -> std::same_as<unsigned>;
   { f.page_shift() } -> std::same_as<unsigned>;
@@ -72,7 +72,9 @@ struct ExampleFormat {
   /// large leaves depend on CPU features.
   [[nodiscard]] constexpr bool leaf_allowed(unsigned /*level*/) const { return true; }
   /// Whether `va` lies in the format's address space (x86: canonical form).
-  [[nodiscard]] constexpr bool is_canonical(VirtAddr va) const { return va.value() < (u64{1} << 30); }
+  [[nodiscard]] constexpr bool is_canonical(VirtAddr va) const {
+    return va.value() < (u64{1} << 30);
+  }
   /// Output address bits.
   [[nodiscard]] constexpr unsigned phys_bits() const { return 40; }
   /// Whether a leaf can carry these attributes (memory types through the

@@ -68,14 +68,14 @@ struct ProtectOptions {
 
 /// Counts of what an operation did (or, from plan(), would do).
 struct OpStats {
-  u64 tables_needed = 0;     // reserved before the first write
+  u64 tables_needed = 0;  // reserved before the first write
   u64 tables_allocated = 0;
   u64 tables_freed = 0;
-  u64 leaves_written = 0;    // leaves created, changed or removed
+  u64 leaves_written = 0;  // leaves created, changed or removed
   u64 splits = 0;
   u64 merges = 0;
-  u64 breaks = 0;            // break-before-make sequences
-  u64 invalidations = 0;     // by-address invalidations issued (or owed)
+  u64 breaks = 0;         // break-before-make sequences
+  u64 invalidations = 0;  // by-address invalidations issued (or owed)
   u64 full_flushes = 0;
 };
 
@@ -87,12 +87,12 @@ struct [[nodiscard]] Outcome {
 
 /// One leaf translation, as query() and walk() report it.
 struct Mapping {
-  VirtAddr va;     // first address the leaf maps
-  PhysAddr pa;     // its output address
-  u64 size = 0;    // bytes the leaf maps
+  VirtAddr va;   // first address the leaf maps
+  PhysAddr pa;   // its output address
+  u64 size = 0;  // bytes the leaf maps
   unsigned level = 0;
   Attrs attrs;
-  u64 kept = 0;    // format-specific bits (accessed, dirty, software bits)
+  u64 kept = 0;  // format-specific bits (accessed, dirty, software bits)
 };
 
 }  // namespace ptkit

@@ -78,7 +78,8 @@ class AddressSpace {
   /// Errors: Unaligned, BadSize, NonCanonical, PhysTooLarge,
   /// LeafSizeUnsupported, AttrUnsupported, AlreadyMapped (existing=Error),
   /// SplitForbidden, LiveRangeBroken, OutOfTables. On error nothing changed.
-  Result<Outcome> map(VirtAddr va, PhysAddr pa, u64 size, Attrs attrs, const MapOptions& opts = {}) {
+  Result<Outcome> map(VirtAddr va, PhysAddr pa, u64 size, Attrs attrs,
+                      const MapOptions& opts = {}) {
     Request r = map_request(va, pa, size, attrs, opts);
     return run(r);
   }
@@ -93,7 +94,8 @@ class AddressSpace {
 
   /// Applies `change` to every translation in [va, va+size), splitting
   /// superpages only where they straddle the range's ends.
-  Result<Outcome> protect(VirtAddr va, u64 size, AttrChange change, const ProtectOptions& opts = {}) {
+  Result<Outcome> protect(VirtAddr va, u64 size, AttrChange change,
+                          const ProtectOptions& opts = {}) {
     Request r = protect_request(va, size, change, opts);
     return run(r);
   }
@@ -299,8 +301,8 @@ class AddressSpace {
   // ---- The two passes ---------------------------------------------------------
 
   Result<OpStats> plan(const Request& r) {
-    if (r.invalid) return Failure{r.failure.op, r.failure.error, r.failure.va, r.failure.pa,
-                                  r.failure.level};
+    if (r.invalid)
+      return Failure{r.failure.op, r.failure.error, r.failure.va, r.failure.pa, r.failure.level};
     Ctx plan_ctx{r, Pass::Plan};
     if (!dispatch(plan_ctx)) return plan_ctx.failure;
     return plan_ctx.stats;
@@ -450,7 +452,8 @@ class AddressSpace {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (full && leaf_ok(r, level)) {
-          store(c, view, level, i, format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level));
+          store(c, view, level, i,
+                format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level));
           ++c.stats.leaves_written;
           return true;
         }
@@ -473,9 +476,8 @@ class AddressSpace {
         const Entry wanted = Entry::leaf(PhysAddr(base + r.delta), r.attrs);
         return replace_leaf(c, level, view, i, base, e, wanted);
       }
-      return split_then(c, level, view, i, base, e, [&](const View& child) {
-        return map_in(c, level - 1, child, s_lo, s_hi);
-      });
+      return split_then(c, level, view, i, base, e,
+                        [&](const View& child) { return map_in(c, level - 1, child, s_lo, s_hi); });
     });
   }
 
@@ -538,8 +540,7 @@ class AddressSpace {
       n += tables_for_fresh(r, level - 1, last_base, hi);
       --full_entries;
     }
-    if (full_entries != 0 && !leaf_ok(r, level))
-      n += full_entries * tables_for_full(r, level - 1);
+    if (full_entries != 0 && !leaf_ok(r, level)) n += full_entries * tables_for_full(r, level - 1);
     return n;
   }
 
@@ -693,7 +694,8 @@ class AddressSpace {
   /// If the table under entry `i` (at `level`) now holds leaves that are
   /// contiguous, uniform and aligned for a leaf at `level`, replace it by that
   /// leaf. Opportunistic: skipped where it would break a live range.
-  void try_merge(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, const Entry& table) {
+  void try_merge(Ctx& c, unsigned level, const View& view, unsigned i, u64 base,
+                 const Entry& table) {
     if (!format_.leaf_allowed(level) || !(c.req.leaf_sizes & leaf_size(level))) return;
     const View child = real(table.pa);
     const Entry first = format_.decode(child.ptr[0], level - 1);

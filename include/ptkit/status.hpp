@@ -12,25 +12,25 @@ namespace ptkit {
 /// Stops execution on a broken internal invariant. Never used for bad input,
 /// which always gets an Error.
 [[noreturn]] inline void invariant_failed() { __builtin_trap(); }
-#define PTKIT_INVARIANT(cond) \
-  do {                        \
+#define PTKIT_INVARIANT(cond)                 \
+  do {                                        \
     if (!(cond)) ::ptkit::invariant_failed(); \
   } while (0)
 
 enum class Op : u8 { Create, Map, Unmap, Protect, Query, Walk, Plan, Flush };
 
 enum class Error : u8 {
-  Unaligned,           // an address or size is not a multiple of the smallest page
-  NonCanonical,        // the virtual range leaves the format's address space
-  BadSize,             // zero, or the range wraps around
-  PhysTooLarge,        // the physical range exceeds the format's output size
-  LeafSizeUnsupported, // a requested leaf size is not one the format or CPU has
-  AttrUnsupported,     // the format cannot express these attributes
-  AlreadyMapped,       // the range overlaps a mapping and the option says error
-  NotMapped,           // the range has a hole and the option says error
-  SplitForbidden,      // a superpage would have to be split and the option forbids it
-  LiveRangeBroken,     // the update would make part of a live range invalid
-  OutOfTables,         // the allocator cannot supply the tables the update needs
+  Unaligned,            // an address or size is not a multiple of the smallest page
+  NonCanonical,         // the virtual range leaves the format's address space
+  BadSize,              // zero, or the range wraps around
+  PhysTooLarge,         // the physical range exceeds the format's output size
+  LeafSizeUnsupported,  // a requested leaf size is not one the format or CPU has
+  AttrUnsupported,      // the format cannot express these attributes
+  AlreadyMapped,        // the range overlaps a mapping and the option says error
+  NotMapped,            // the range has a hole and the option says error
+  SplitForbidden,       // a superpage would have to be split and the option forbids it
+  LiveRangeBroken,      // the update would make part of a live range invalid
+  OutOfTables,          // the allocator cannot supply the tables the update needs
 };
 
 constexpr const char* to_string(Error e) {
@@ -82,8 +82,9 @@ struct Failure {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  constexpr Result(T value) : ok_(true), value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  constexpr Result(Failure f) : ok_(false), failure_(f) {}            // NOLINT(google-explicit-constructor)
+  constexpr Result(T value)
+      : ok_(true), value_(std::move(value)) {}              // NOLINT(google-explicit-constructor)
+  constexpr Result(Failure f) : ok_(false), failure_(f) {}  // NOLINT(google-explicit-constructor)
   Result(Result&& other) noexcept : ok_(other.ok_) {
     if (ok_)
       new (&value_) T(std::move(other.value_));

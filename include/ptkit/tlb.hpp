@@ -26,10 +26,10 @@ struct TlbRange {
 
 template <class S>
 concept TlbSink = requires(S s, const TlbRange& r, bool global) {
-  { s.publish() };             // prior entry writes become visible to the walker
-  { s.invalidate(r) };
-  { s.invalidate_all(global) };
-  { s.complete() };            // prior invalidations have finished
+  {s.publish()};  // prior entry writes become visible to the walker
+  {s.invalidate(r)};
+  {s.invalidate_all(global)};
+  {s.complete()};  // prior invalidations have finished
 };
 
 /// For callers that manage the TLB themselves (or have none yet).

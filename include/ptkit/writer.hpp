@@ -19,8 +19,8 @@ struct WriteSite {
 
 template <class W>
 concept EntryWriter = requires(W w, u64* slot, u64 value, WriteSite site) {
-  { w.store(slot, value, site) };        // slot lives in a table walkers can reach
-  { w.store_fresh(slot, value, site) };  // slot lives in a table not yet linked
+  {w.store(slot, value, site)};        // slot lives in a table walkers can reach
+  {w.store_fresh(slot, value, site)};  // slot lives in a table not yet linked
 };
 
 struct PlainWriter {

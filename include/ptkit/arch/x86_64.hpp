@@ -33,16 +33,16 @@ inline constexpr u64 kPwt = u64{1} << 3;
 inline constexpr u64 kPcd = u64{1} << 4;
 inline constexpr u64 kAccessed = u64{1} << 5;
 inline constexpr u64 kDirty = u64{1} << 6;
-inline constexpr u64 kPageSize = u64{1} << 7;   // PS in PDE/PDPTE
-inline constexpr u64 kPat4K = u64{1} << 7;      // PAT in a PTE
+inline constexpr u64 kPageSize = u64{1} << 7;  // PS in PDE/PDPTE
+inline constexpr u64 kPat4K = u64{1} << 7;     // PAT in a PTE
 inline constexpr u64 kGlobal = u64{1} << 8;
 inline constexpr u64 kPatLarge = u64{1} << 12;  // PAT in a 2M/1G leaf
 inline constexpr u64 kExecuteDisable = u64{1} << 63;
-inline constexpr u64 kProtKeyShift = 59;       // bits 62:59, leaves only
+inline constexpr u64 kProtKeyShift = 59;  // bits 62:59, leaves only
 // Bits software owns or the CPU sets, which ptkit carries through unchanged:
 // accessed, dirty, ignored bits 11:9 and 58:52, protection key.
-inline constexpr u64 kKeptBits = kAccessed | kDirty | (u64{0x7} << 9) | (u64{0x7F} << 52) |
-                                 (u64{0xF} << kProtKeyShift);
+inline constexpr u64 kKeptBits =
+    kAccessed | kDirty | (u64{0x7} << 9) | (u64{0x7F} << 52) | (u64{0xF} << kProtKeyShift);
 
 template <unsigned Levels>
 class Paging {
@@ -69,7 +69,8 @@ class Paging {
   /// Canonical: bits 63 to kVaBits-1 all equal (SDM §3.3.7.1, §4.5).
   [[nodiscard]] constexpr bool is_canonical(VirtAddr va) const {
     constexpr unsigned kShift = 64 - kVaBits;
-    const auto sign_extended = static_cast<u64>(static_cast<long long>(va.value() << kShift) >> kShift);
+    const auto sign_extended =
+        static_cast<u64>(static_cast<long long>(va.value() << kShift) >> kShift);
     return sign_extended == va.value();
   }
 
@@ -81,7 +82,9 @@ class Paging {
     return pat_index(a.mem) >= 0;
   }
 
-  [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned) const { return (raw & kPresent) != 0; }
+  [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned) const {
+    return (raw & kPresent) != 0;
+  }
 
   [[nodiscard]] constexpr Entry decode(u64 raw, unsigned level) const {
     if (!is_valid_raw(raw, level)) return Entry::invalid();
@@ -94,7 +97,8 @@ class Paging {
     if (raw & kUserSupervisor) a.perm = a.perm | Perm::User;
     a.global = (raw & kGlobal) != 0;
     const u64 pat_bit = level == 0 ? kPat4K : kPatLarge;
-    const unsigned index = ((raw & kPwt) ? 1u : 0u) | ((raw & kPcd) ? 2u : 0u) | ((raw & pat_bit) ? 4u : 0u);
+    const unsigned index =
+        ((raw & kPwt) ? 1u : 0u) | ((raw & kPcd) ? 2u : 0u) | ((raw & pat_bit) ? 4u : 0u);
     a.mem = to_mem_type(features_.pat.entry[index]);
     return Entry::leaf(PhysAddr(raw & address_mask(level)), a, raw & kKeptBits);
   }
