@@ -21,15 +21,18 @@ struct Entry {
   u64 kept = 0;  // format-specific bits carried through unchanged (accessed,
                  // dirty, software bits, protection keys): protect() and
                  // splits preserve them without knowing what they are
+  bool contiguous = false;  // leaf in an aligned run of contiguous_entries()
+                            // entries carrying the contiguous hint (Arm
+                            // Contiguous bit, RISC-V Svnapot)
 
   [[nodiscard]] constexpr bool valid() const { return kind != EntryKind::Invalid; }
   [[nodiscard]] constexpr bool is_leaf() const { return kind == EntryKind::Leaf; }
   [[nodiscard]] constexpr bool is_table() const { return kind == EntryKind::Table; }
 
   static constexpr Entry invalid() { return Entry{}; }
-  static constexpr Entry table(PhysAddr pa) { return Entry{EntryKind::Table, pa, {}, 0}; }
-  static constexpr Entry leaf(PhysAddr pa, Attrs a, u64 kept = 0) {
-    return Entry{EntryKind::Leaf, pa, a, kept};
+  static constexpr Entry table(PhysAddr pa) { return Entry{EntryKind::Table, pa, {}, 0, false}; }
+  static constexpr Entry leaf(PhysAddr pa, Attrs a, u64 kept = 0, bool contiguous = false) {
+    return Entry{EntryKind::Leaf, pa, a, kept, contiguous};
   }
   constexpr bool operator==(const Entry&) const = default;
 };
@@ -52,6 +55,7 @@ concept PagingFormat = requires(const F f, unsigned level, u64 raw, Entry e, Att
   { f.is_valid_raw(raw, level) } -> std::same_as<bool>;
   { f.needs_break(e, e, equivalent) } -> std::same_as<bool>;
   { f.level_name(level) } -> std::same_as<const char*>;
+  { f.contiguous_entries(level) } -> std::same_as<unsigned>;
 };
 
 /// The documented contract. Not a real MMU: a two-level format with 4 KiB
@@ -80,7 +84,16 @@ struct ExampleFormat {
   /// Whether a leaf can carry these attributes (memory types through the
   /// caller's layout, permission combinations the format has).
   [[nodiscard]] constexpr bool can_express(Attrs a) const { return has(a.perm, Perm::R); }
-  /// Raw descriptor -> neutral entry. Total: every raw value decodes.
+  /// Entries in one run of the contiguous hint at `level` (a power of two),
+  /// or 1 where the format, the CPU or the configuration has no hint. A run
+  /// is aligned in both address spaces and its entries agree in everything
+  /// but the output address; the engine sets the hint on runs an update
+  /// writes whole and takes a run apart before changing part of it.
+  [[nodiscard]] constexpr unsigned contiguous_entries(unsigned /*level*/) const { return 1; }
+  /// Raw descriptor -> neutral entry. Total: every raw value decodes. A leaf
+  /// with the contiguous hint decodes to the output address of its run's
+  /// first entry (all a RISC-V NAPOT entry holds); the engine adds the
+  /// entry's offset inside the run.
   [[nodiscard]] constexpr Entry decode(u64 raw, unsigned /*level*/) const {
     if ((raw & 1) == 0) return Entry::invalid();
     if (raw & 2) return Entry::leaf(PhysAddr(raw & ~u64{0xFFF}), Attrs{RW, MemType::WriteBack});
@@ -88,6 +101,7 @@ struct ExampleFormat {
   }
   /// Neutral entry -> raw descriptor. Precondition: pa aligned for the level,
   /// attributes accepted by can_express(). The invalid entry encodes as 0.
+  /// A contiguous leaf is given its own output address, not its run's.
   [[nodiscard]] constexpr u64 encode(const Entry& e, unsigned /*level*/) const {
     if (!e.valid()) return 0;
     return e.pa.value() | 1 | (e.is_leaf() ? 2 : 0);

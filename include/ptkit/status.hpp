@@ -31,6 +31,8 @@ enum class Error : u8 {
   SplitForbidden,       // a superpage would have to be split and the option forbids it
   LiveRangeBroken,      // the update would make part of a live range invalid
   OutOfTables,          // the allocator cannot supply the tables the update needs
+  BadConfig,            // a paging configuration the architecture does not define, or
+                        // one the declared CPU cannot run
 };
 
 constexpr const char* to_string(Error e) {
@@ -46,6 +48,7 @@ constexpr const char* to_string(Error e) {
     case Error::SplitForbidden: return "a superpage would have to be split";
     case Error::LiveRangeBroken: return "update would invalidate part of a live range";
     case Error::OutOfTables: return "allocator cannot supply the page tables needed";
+    case Error::BadConfig: return "paging configuration not defined by the architecture or CPU";
   }
   return "unknown error";
 }

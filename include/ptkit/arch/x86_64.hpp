@@ -136,6 +136,9 @@ class Paging {
            !equivalent;
   }
 
+  /// x86 has no contiguous hint in its entries.
+  [[nodiscard]] constexpr unsigned contiguous_entries(unsigned) const { return 1; }
+
   [[nodiscard]] constexpr const char* level_name(unsigned level) const {
     constexpr const char* kNames[] = {"PT", "PD", "PDPT", "PML4", "PML5"};
     return level < Levels ? kNames[level] : "?";
