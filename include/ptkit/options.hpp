@@ -44,8 +44,10 @@ struct LiveRanges {
 struct MapOptions {
   LeafSizes leaf_sizes = kAnyLeafSize;
   OnExisting existing = OnExisting::Error;
-  bool allow_split = true;  // Replace may split a superpage at the range's ends
-  bool merge = false;       // fold full, uniform tables back into superpages
+  bool allow_split = true;      // Replace may split a superpage at the range's ends
+  bool merge = false;           // fold full, uniform tables back into superpages
+  bool contiguous_hint = true;  // set the format's contiguous hint on aligned
+                                // runs this map writes whole
   LiveRanges live{};
   TlbMode tlb = TlbMode::FlushNow;
 };

@@ -12,6 +12,12 @@
 // and asks the format whether a valid entry must be broken before it is
 // replaced. That keeps x86's "no size change together with frame or
 // attributes" rule and Arm's break-before-make by construction.
+//
+// Runs of the contiguous hint (Arm Contiguous bit, RISC-V Svnapot) are kept
+// uniform the same way: the hint is set only on runs that a map writes whole
+// into invalid entries; an update that rewrites a whole run alike keeps it,
+// breaking the whole run first when the format says so; any other change
+// inside a run first rewrites the run without the hint.
 #pragma once
 
 #include "ptkit/access.hpp"
@@ -32,6 +38,8 @@ class AddressSpace {
   /// TLB instead (Linux's tlb_single_page_flush_ceiling is 33 for the same
   /// trade-off: beyond that, refilling is cheaper than invalidating).
   static constexpr u64 kDefaultFullFlushThreshold = 32;
+  /// Longest run of the contiguous hint any format has (Arm 16K granule: 128).
+  static constexpr unsigned kMaxRunEntries = 128;
 
   /// Adopts existing tables rooted at `root`.
   AddressSpace(Format format, Access access, Alloc alloc, Writer writer, Sink sink, PhysAddr root)
@@ -40,6 +48,8 @@ class AddressSpace {
     for (unsigned level = 0; level < format_.levels(); ++level) {
       span_shift_[level] = shift;
       shift += format_.index_bits(level);
+      run_entries_[level] = format_.contiguous_entries(level);
+      PTKIT_INVARIANT(run_entries_[level] <= kMaxRunEntries);
     }
     space_shift_ = shift;
   }
@@ -144,9 +154,10 @@ class AddressSpace {
     PhysAddr table = root_;
     for (unsigned level = format_.levels(); level-- > 0;) {
       const u64 raw = read_real(table, index_of(va.value(), level));
-      const Entry e = format_.decode(raw, level);
+      const u64 base = align_down(va.value(), leaf_size(level));
+      const Entry e = entry_at(raw, level, base);
       if (!e.valid()) return Failure{Op::Query, Error::NotMapped, va, {}, int(level)};
-      if (e.is_leaf()) return to_mapping(align_down(va.value(), leaf_size(level)), level, e);
+      if (e.is_leaf()) return to_mapping(base, level, e);
       table = e.pa;
     }
     invariant_failed();  // level 0 entries are always leaves
@@ -179,6 +190,7 @@ class AddressSpace {
     OnHole holes = OnHole::Skip;
     bool allow_split = true;
     bool merge = false;
+    bool contiguous_hint = false;
     LiveRanges live{};
     TlbMode tlb = TlbMode::FlushNow;
     bool invalid = false;  // validation failed: `failure` says why
@@ -192,6 +204,16 @@ class AddressSpace {
     u64* ptr = nullptr;
     bool synthetic = false;
     Entry split_of{};  // synthetic: the leaf one level up being split
+  };
+
+  /// The run of the contiguous hint an update is working through in one
+  /// table (entries are visited in order, so one at a time suffices).
+  struct Run {
+    u64 lo = 1, hi = 0;  // its virtual range; empty when there is none
+    bool fresh = false;  // invalid entries mapped whole: set the hint
+    bool plain = false;  // hint removed: its entries are plain leaves now
+    bool done = false;   // rewritten whole as one unit: skip its entries
+    [[nodiscard]] bool contains(u64 va) const { return lo <= va && va <= hi; }
   };
 
   struct Ctx {
@@ -213,6 +235,7 @@ class AddressSpace {
     r.existing = o.existing;
     r.allow_split = o.allow_split;
     r.merge = o.merge;
+    r.contiguous_hint = o.contiguous_hint;
     r.live = o.live;
     r.tlb = o.tlb;
     r.delta = pa.value() - va.value();
@@ -418,6 +441,30 @@ class AddressSpace {
     return format_.encode(split_piece(v.split_of, level, index), level);
   }
 
+  /// Decodes the entry mapping `base` at `level`. A leaf with the contiguous
+  /// hint decodes to its run's output address; add the entry's offset.
+  [[nodiscard]] Entry entry_at(u64 raw, unsigned level, u64 base) const {
+    Entry e = format_.decode(raw, level);
+    if (e.contiguous) e.pa = e.pa + (base & (run_size(level) - 1));
+    return e;
+  }
+
+  /// Bytes one run of the contiguous hint maps at `level`.
+  [[nodiscard]] u64 run_size(unsigned level) const {
+    return leaf_size(level) * run_entries_[level];
+  }
+
+  /// Whether a map may write the run of entries around `base` at `level` with
+  /// the contiguous hint: the format has one there, the run lies inside the
+  /// request, leaves of this size are allowed and pa - va keeps the run
+  /// aligned.
+  [[nodiscard]] bool run_foldable(const Request& r, unsigned level, u64 base) const {
+    if (run_entries_[level] <= 1 || !r.contiguous_hint) return false;
+    const u64 lo = align_down(base, run_size(level));
+    return lo >= r.lo && lo + (run_size(level) - 1) <= r.hi && leaf_ok(r, level) &&
+           is_aligned(r.delta, run_size(level));
+  }
+
   /// Entry `index` of the table that splitting `leaf` (one level above
   /// `level`) produces: the same attributes, a slice of the output range.
   Entry split_piece(const Entry& leaf, unsigned level, unsigned index) const {
@@ -448,18 +495,24 @@ class AddressSpace {
 
   bool map_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
     const Request& r = c.req;
+    Run run;
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (full && leaf_ok(r, level)) {
+          const bool hint = fresh_run(r, view, level, base, run);
           store(c, view, level, i,
-                format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level));
+                format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs, 0, hint), level));
           ++c.stats.leaves_written;
           return true;
         }
         return map_new_table(c, level, view, i, s_lo, s_hi);
       }
-      const Entry e = format_.decode(raw, level);
+      Entry e = entry_at(raw, level, base);
+      if (run.contains(base)) {
+        if (run.done) return true;
+        if (run.plain) e.contiguous = false;
+      }
       if (e.is_table()) {
         const View child = real(e.pa);
         const bool ok = map_in(c, level - 1, child, s_lo, s_hi);
@@ -472,13 +525,30 @@ class AddressSpace {
         case OnExisting::Keep: return true;
         case OnExisting::Replace: break;
       }
-      if (full && leaf_ok(r, level)) {
-        const Entry wanted = Entry::leaf(PhysAddr(base + r.delta), r.attrs);
-        return replace_leaf(c, level, view, i, base, e, wanted);
+      const bool same_size = full && leaf_ok(r, level);
+      if (e.contiguous) {
+        const bool hint = run_foldable(r, level, base);
+        const bool whole = same_size && run_inside(level, base, r.lo, r.hi);
+        return enter_run(c, level, view, base, e, whole, run,
+                         [&](u64 base_k, const Entry&) {
+                           return Entry::leaf(PhysAddr(base_k + r.delta), r.attrs, 0, hint);
+                         }) &&
+               (run.done || finish_map_entry(c, level, view, i, base, s_lo, s_hi, e, same_size));
       }
-      return split_then(c, level, view, i, base, e,
-                        [&](const View& child) { return map_in(c, level - 1, child, s_lo, s_hi); });
+      return finish_map_entry(c, level, view, i, base, s_lo, s_hi, e, same_size);
     });
+  }
+
+  /// Replaces or splits the existing plain leaf `e` for a map with Replace.
+  bool finish_map_entry(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, u64 s_lo,
+                        u64 s_hi, const Entry& e, bool same_size) {
+    const Request& r = c.req;
+    if (same_size) {
+      const Entry wanted = Entry::leaf(PhysAddr(base + r.delta), r.attrs);
+      return replace_leaf(c, level, view, i, base, e, wanted);
+    }
+    return split_then(c, level, view, i, base, e,
+                      [&](const View& child) { return map_in(c, level - 1, child, s_lo, s_hi); });
   }
 
   /// An invalid entry needs a table below it for [lo, hi].
@@ -508,7 +578,8 @@ class AddressSpace {
     for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       u64 raw;
       if (full && leaf_ok(r, level)) {
-        raw = format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs), level);
+        const bool hint = run_foldable(r, level, base);
+        raw = format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs, 0, hint), level);
         ++c.stats.leaves_written;
       } else {
         raw = format_.encode(Entry::table(new_table(c, level - 1, s_lo, s_hi)), level);
@@ -554,13 +625,20 @@ class AddressSpace {
   // ---- Unmap -------------------------------------------------------------------
 
   bool unmap_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
+    Run run;
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (c.req.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
         return true;
       }
-      const Entry e = format_.decode(raw, level);
+      Entry e = entry_at(raw, level, base);
+      if (run.contains(base) && run.plain) e.contiguous = false;
+      // Removing a whole run entry by entry is fine: every translation goes
+      // and the invalidation follows. Removing part of one is not.
+      if (e.contiguous && !run_inside(level, base, lo, hi) &&
+          !enter_run(c, level, view, base, e, false, run, plain_leaf))
+        return false;
       if (e.is_leaf()) {
         if (!full) {
           return split_then(c, level, view, i, base, e, [&](const View& child) {
@@ -599,13 +677,18 @@ class AddressSpace {
 
   bool protect_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
     const Request& r = c.req;
+    Run run;
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (r.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
         return true;
       }
-      const Entry e = format_.decode(raw, level);
+      Entry e = entry_at(raw, level, base);
+      if (run.contains(base)) {
+        if (run.done) return true;
+        if (run.plain) e.contiguous = false;
+      }
       if (e.is_table()) {
         const View child = real(e.pa);
         const bool ok = protect_in(c, level - 1, child, s_lo, s_hi);
@@ -616,6 +699,14 @@ class AddressSpace {
       const Attrs changed = r.change.applied_to(e.attrs);
       if (changed == e.attrs) return true;
       if (!format_.can_express(changed)) return fail(c, Error::AttrUnsupported, s_lo, e.pa, level);
+      if (e.contiguous) {
+        const bool whole = run_inside(level, base, lo, hi);
+        if (!enter_run(c, level, view, base, e, whole, run, [&](u64, const Entry& old_k) {
+              return Entry::leaf(old_k.pa, r.change.applied_to(old_k.attrs), old_k.kept, true);
+            }))
+          return false;
+        if (run.done) return true;
+      }
       if (!full) {
         return split_then(c, level, view, i, base, e, [&](const View& child) {
           return protect_in(c, level - 1, child, s_lo, s_hi);
@@ -641,17 +732,19 @@ class AddressSpace {
     if (brk) ++c.stats.breaks;
     if (!c.apply()) return true;
     const bool global = old_entry.attrs.global || new_entry.attrs.global;
-    if (brk) break_entry(c, level, view, i, base, last, global, false);
+    if (brk) break_run(c, level, view, i, 1, base, last, global, false);
     store(c, view, level, i, raw);
     if (!brk) owe(c, base, last, span_shift_[level], global, false);
     return true;
   }
 
-  /// Break-before-make: invalid entry, the walker sees it, the TLB forgets the
-  /// old translation, and only then may a new valid entry be written.
-  void break_entry(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, u64 last,
-                   bool global, bool tables) {
-    store(c, view, level, i, format_.encode(Entry::invalid(), level));
+  /// Break-before-make: invalid entries, the walker sees them, the TLB
+  /// forgets the old translations, and only then may new valid entries be
+  /// written.
+  void break_run(Ctx& c, unsigned level, const View& view, unsigned first, unsigned count, u64 base,
+                 u64 last, bool global, bool tables) {
+    const u64 invalid = format_.encode(Entry::invalid(), level);
+    for (unsigned k = 0; k < count; ++k) store(c, view, level, first + k, invalid);
     sink_.publish();
     sink_.invalidate(TlbRange{VirtAddr(base), VirtAddr(last), span_shift_[level], global, tables});
     sink_.complete();
@@ -663,6 +756,7 @@ class AddressSpace {
   bool split_then(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, const Entry& e,
                   Inner&& inner) {
     const u64 last = base + leaf_size(level) - 1;
+    PTKIT_INVARIANT(!e.contiguous);  // callers take the run apart first
     if (!c.req.allow_split) return fail(c, Error::SplitForbidden, base, e.pa, level);
     const bool brk = format_.needs_break(e, Entry::table(PhysAddr()), true);
     if (brk && c.req.live.intersects(base, last))
@@ -680,7 +774,7 @@ class AddressSpace {
       writer_.store_fresh(&t[k], format_.encode(split_piece(e, level - 1, k), level - 1),
                           WriteSite{pa, k, level - 1});
     sink_.publish();  // the equivalent table is complete before it is linked
-    if (brk) break_entry(c, level, view, i, base, last, e.attrs.global, false);
+    if (brk) break_run(c, level, view, i, 1, base, last, e.attrs.global, false);
     store(c, view, level, i, format_.encode(Entry::table(pa), level));
     // The superpage's own TLB entry must go (SDM §4.10.4.2), even though every
     // address still translates the same.
@@ -698,10 +792,14 @@ class AddressSpace {
                  const Entry& table) {
     if (!format_.leaf_allowed(level) || !(c.req.leaf_sizes & leaf_size(level))) return;
     const View child = real(table.pa);
-    const Entry first = format_.decode(child.ptr[0], level - 1);
+    const u64 step = leaf_size(level - 1);
+    const Entry first = entry_at(child.ptr[0], level - 1, base);
     bool uniform = first.is_leaf() && first.pa.is_aligned(leaf_size(level));
-    for (unsigned k = 1; uniform && k < entries(level - 1); ++k)
-      uniform = child.ptr[k] == format_.encode(split_piece(first, level - 1, k), level - 1);
+    for (unsigned k = 1; uniform && k < entries(level - 1); ++k) {
+      const Entry e = entry_at(child.ptr[k], level - 1, base + k * step);
+      uniform = e.is_leaf() && e.pa == first.pa + k * step && e.attrs == first.attrs &&
+                e.kept == first.kept;
+    }
     done(child);
     if (!uniform) return;
     const Entry merged = Entry::leaf(first.pa, first.attrs, first.kept);
@@ -709,13 +807,99 @@ class AddressSpace {
     const bool brk = format_.needs_break(table, merged, true);
     if (brk && c.req.live.intersects(base, last)) return;
     if (brk) {
-      break_entry(c, level, view, i, base, last, first.attrs.global, true);
+      break_run(c, level, view, i, 1, base, last, first.attrs.global, true);
       ++c.stats.breaks;
     }
     store(c, view, level, i, format_.encode(merged, level));
     if (!brk) owe(c, base, last, span_shift_[level - 1], first.attrs.global, true);
     ++c.stats.merges;
     free_later(c, table.pa);
+  }
+
+  // ---- Runs of the contiguous hint ------------------------------------------------
+
+  [[nodiscard]] bool run_inside(unsigned level, u64 base, u64 lo, u64 hi) const {
+    const u64 run_lo = align_down(base, run_size(level));
+    return run_lo >= lo && run_lo + (run_size(level) - 1) <= hi;
+  }
+
+  static Entry plain_leaf(u64 /*base*/, const Entry& e) {
+    return Entry::leaf(e.pa, e.attrs, e.kept, false);
+  }
+
+  /// For an invalid entry a map writes as a leaf: whether its run gets the
+  /// hint, i.e. the map writes the whole run and all of it is invalid now.
+  bool fresh_run(const Request& r, const View& view, unsigned level, u64 base, Run& run) const {
+    if (run_entries_[level] <= 1) return false;
+    if (run.contains(base)) return run.fresh;
+    run = Run{};
+    run.lo = align_down(base, run_size(level));
+    run.hi = run.lo + (run_size(level) - 1);
+    if (!run_foldable(r, level, base)) return false;
+    const unsigned first = index_of(run.lo, level);
+    for (unsigned k = 0; k < run_entries_[level]; ++k)
+      if (format_.is_valid_raw(read(view, level, first + k), level)) return false;
+    run.fresh = true;
+    return true;
+  }
+
+  /// The update is about to change `e`, a leaf of a contiguous run. If it
+  /// changes the whole run alike (`whole`), the run is rewritten here as one
+  /// unit with `make(base_k, old_k)` giving each entry's new value, and
+  /// run.done tells the caller to skip its entries. Otherwise the run is
+  /// rewritten without the hint, and `e` continues as a plain leaf.
+  template <class Make>
+  bool enter_run(Ctx& c, unsigned level, const View& view, u64 base, Entry& e, bool whole, Run& run,
+                 Make&& make) {
+    run = Run{};
+    run.lo = align_down(base, run_size(level));
+    run.hi = run.lo + (run_size(level) - 1);
+    if (whole) {
+      run.done = true;
+      return rewrite_run(c, level, view, run.lo, false, make);
+    }
+    run.plain = true;
+    e.contiguous = false;
+    return rewrite_run(c, level, view, run.lo, true, plain_leaf);
+  }
+
+  /// Rewrites every entry of the run at `run_lo` to `make(base_k, old_k)`,
+  /// breaking the whole run first where the format requires it (Arm ARM:
+  /// entries of a run must agree, so one entry alone cannot be broken).
+  /// `equivalent`: every address keeps its translation.
+  template <class Make>
+  bool rewrite_run(Ctx& c, unsigned level, const View& view, u64 run_lo, bool equivalent,
+                   Make&& make) {
+    const unsigned n = run_entries_[level];
+    const unsigned first = index_of(run_lo, level);
+    const u64 run_hi = run_lo + (run_size(level) - 1);
+    u64 next[kMaxRunEntries];
+    bool changed = false;
+    Entry old_first, new_first;
+    for (unsigned k = 0; k < n; ++k) {
+      const u64 base_k = run_lo + k * leaf_size(level);
+      const u64 raw = read(view, level, first + k);
+      const Entry old_k = entry_at(raw, level, base_k);
+      const Entry new_k = make(base_k, old_k);
+      next[k] = format_.encode(new_k, level);
+      changed = changed || next[k] != raw;
+      if (k == 0) {
+        old_first = old_k;
+        new_first = new_k;
+      }
+    }
+    if (!changed) return true;
+    const bool brk = format_.needs_break(old_first, new_first, equivalent);
+    if (brk && c.req.live.intersects(run_lo, run_hi))
+      return fail(c, Error::LiveRangeBroken, run_lo, old_first.pa, level);
+    c.stats.leaves_written += n;
+    if (brk) ++c.stats.breaks;
+    if (!c.apply()) return true;
+    const bool global = old_first.attrs.global || new_first.attrs.global;
+    if (brk) break_run(c, level, view, first, n, run_lo, run_hi, global, false);
+    for (unsigned k = 0; k < n; ++k) store(c, view, level, first + k, next[k]);
+    if (!brk) owe(c, run_lo, run_hi, span_shift_[level], global, false);
+    return true;
   }
 
   // ---- Reading -------------------------------------------------------------------
@@ -727,7 +911,7 @@ class AddressSpace {
   template <class Visitor>
   bool walk_table(unsigned level, PhysAddr table, u64 lo, u64 hi, Visitor& visit) const {
     return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool) {
-      const Entry e = format_.decode(read_real(table, i), level);
+      const Entry e = entry_at(read_real(table, i), level, base);
       if (!e.valid()) return true;
       if (e.is_table()) return walk_table(level - 1, e.pa, s_lo, s_hi, visit);
       return bool(visit(to_mapping(base, level, e)));
@@ -742,6 +926,7 @@ class AddressSpace {
   PhysAddr root_;
   u64 full_flush_threshold_ = kDefaultFullFlushThreshold;
   unsigned span_shift_[Format::kMaxLevels] = {};
+  unsigned run_entries_[Format::kMaxLevels] = {};
   unsigned space_shift_ = 0;
 };
 
