@@ -22,18 +22,19 @@ namespace ptkit::test {
 
 /// A block of host memory standing in for the physical pages that hold page
 /// tables, at a physical base that is not zero (so a confusion of physical
-/// and host addresses shows).
+/// and host addresses shows). Pages are the format's table size.
 class TableMemory {
  public:
   static constexpr u64 kBase = 0x0000'0040'0000'0000;  // 256 GiB
 
-  explicit TableMemory(u64 pages) : pages_(pages) {
-    void* p = mmap(nullptr, pages * kTablePageSize, PROT_READ | PROT_WRITE,
+  explicit TableMemory(u64 pages, u64 page_size = kTablePageSize)
+      : pages_(pages), page_size_(page_size) {
+    void* p = mmap(nullptr, pages * page_size_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) std::abort();
     host_ = static_cast<u8*>(p);
   }
-  ~TableMemory() { munmap(host_, pages_ * kTablePageSize); }
+  ~TableMemory() { munmap(host_, pages_ * page_size_); }
   TableMemory(const TableMemory&) = delete;
   TableMemory& operator=(const TableMemory&) = delete;
 
@@ -41,15 +42,17 @@ class TableMemory {
     return OffsetAccess{reinterpret_cast<u64>(host_) - kBase};
   }
   [[nodiscard]] u64 pages() const { return pages_; }
+  [[nodiscard]] u64 page_size() const { return page_size_; }
   [[nodiscard]] PhysAddr base() const { return PhysAddr(kBase); }
   u64* table(PhysAddr pa) const {
     EXPECT_GE(pa.value(), kBase);
-    EXPECT_LT(pa.value(), kBase + pages_ * kTablePageSize);
+    EXPECT_LT(pa.value(), kBase + pages_ * page_size_);
     return reinterpret_cast<u64*>(host_ + (pa.value() - kBase));
   }
 
  private:
   u64 pages_;
+  u64 page_size_;
   u8* host_ = nullptr;
 };
 
@@ -84,7 +87,7 @@ struct WithBreakBeforeMake : Inner {
   using Inner::Inner;
   [[nodiscard]] constexpr bool needs_break(const Entry& o, const Entry& n, bool equivalent) const {
     if (!o.valid() || !n.valid()) return false;
-    if (o.kind != n.kind) return !(Bbm2 && equivalent);
+    if (o.kind != n.kind || o.contiguous != n.contiguous) return !(Bbm2 && equivalent);
     return o.is_leaf() && (o.pa != n.pa || o.attrs.mem != n.attrs.mem);
   }
 };
@@ -180,7 +183,9 @@ struct Fixture {
   using Format = typename Config::Format;
   using Space = AddressSpace<Format, OffsetAccess, FreeList&, RecWriter, RecSink>;
 
-  explicit Fixture(u64 pages = 512) : memory(pages), alloc(memory.access()) {
+  explicit Fixture(u64 pages = 512)
+      : memory(pages, u64{1} << Config::make().page_shift()),
+        alloc(memory.access(), memory.page_size()) {
     alloc.add_range(memory.base(), pages);
     free_at_start = alloc.pages_free();
     auto created = Space::create(Config::make(), memory.access(), alloc, RecWriter(recorder),
@@ -191,14 +196,56 @@ struct Fixture {
 
   Space& s() { return *space; }
 
+  // The format's geometry, for tests written once for every format.
+  /// Smallest page (x86 4K, Arm granule, RISC-V 4K).
+  [[nodiscard]] u64 page() const { return space->leaf_size(0); }
+  /// The level-1 leaf (x86 2M; Arm 2M/32M/512M; RISC-V 2M).
+  [[nodiscard]] u64 block() const { return space->leaf_size(1); }
+  /// The level-2 leaf where this format and CPU have it (x86 1G), else 0.
+  [[nodiscard]] u64 huge() const {
+    const Format& f = space->format();
+    return f.levels() > 2 && f.leaf_allowed(2) ? space->leaf_size(2) : 0;
+  }
+  /// Bytes a level-2 entry spans, leaf or not (for alignment).
+  [[nodiscard]] u64 level2_span() const {
+    return space->format().levels() > 2 ? space->leaf_size(2) : space->leaf_size(1) * 1024;
+  }
+  /// Entries in a table at `level`.
+  [[nodiscard]] u64 entries(unsigned level) const { return space->entries(level); }
+  /// A virtual address a quarter into the space (upper half for TTBR1-style
+  /// formats): aligned to every leaf below the root, with room around it.
+  [[nodiscard]] u64 va_base() const {
+    const Format& f = space->format();
+    unsigned shift = f.page_shift();
+    for (unsigned l = 0; l < f.levels(); ++l) shift += f.index_bits(l);
+    const u64 quarter = u64{1} << (shift - 2);
+    if (f.is_canonical(VirtAddr(quarter))) return quarter;
+    return (~u64{0} << shift) | quarter;
+  }
+  /// The attributes of `candidates` this format can express.
+  [[nodiscard]] std::vector<Attrs> expressible(std::initializer_list<Attrs> candidates) const {
+    std::vector<Attrs> out;
+    for (const Attrs& a : candidates)
+      if (space->format().can_express(a)) out.push_back(a);
+    return out;
+  }
+  /// A memory type other than write-back that the format can express, if any.
+  [[nodiscard]] std::optional<MemType> other_mem() const {
+    for (MemType m : {MemType::Uncached, MemType::Device, MemType::WriteCombining,
+                      MemType::WriteThrough})
+      if (space->format().can_express(Attrs{RW, m, false})) return m;
+    return std::nullopt;
+  }
+
   /// Every table reachable from the root, with its contents, in walk order.
   [[nodiscard]] std::vector<std::pair<u64, std::vector<u64>>> snapshot() const {
     std::vector<std::pair<u64, std::vector<u64>>> out;
     const Format& f = space->format();
     std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
       const u64* t = memory.table(pa);
-      out.emplace_back(pa.value(), std::vector<u64>(t, t + 512));
-      for (unsigned i = 0; i < 512; ++i) {
+      const u64 n = space->entries(level);
+      out.emplace_back(pa.value(), std::vector<u64>(t, t + n));
+      for (unsigned i = 0; i < n; ++i) {
         const Entry e = f.decode(t[i], level);
         if (e.is_table() && level > 0) visit(e.pa, level - 1);
       }
