@@ -231,8 +231,8 @@ struct Fixture {
   }
   /// A memory type other than write-back that the format can express, if any.
   [[nodiscard]] std::optional<MemType> other_mem() const {
-    for (MemType m : {MemType::Uncached, MemType::Device, MemType::WriteCombining,
-                      MemType::WriteThrough})
+    for (MemType m :
+         {MemType::Uncached, MemType::Device, MemType::WriteCombining, MemType::WriteThrough})
       if (space->format().can_express(Attrs{RW, m, false})) return m;
     return std::nullopt;
   }
@@ -403,6 +403,59 @@ std::vector<Run> runs_of(const Space& space, u64 lo, u64 hi) {
     return true;
   });
   EXPECT_TRUE(st.ok());
+  return out;
+}
+
+/// Result of checking every run of the contiguous hint in a space's tables.
+struct RunCheck {
+  u64 contiguous_leaves = 0;
+  u64 disagreeing = 0;  // runs whose entries do not all agree
+  std::string first_problem;
+};
+
+/// Walks every table of `fx` and checks each run of the contiguous hint the
+/// way the Arm ARM and Svnapot require: all of the run's entries are leaves
+/// with the hint, the same attributes and kept bits, and consecutive output
+/// addresses from an aligned start.
+template <class Fx>
+RunCheck check_contiguous_runs(const Fx& fx) {
+  RunCheck out;
+  const auto& s = *fx.space;
+  const auto& f = s.format();
+  std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
+    const u64* t = fx.memory.table(pa);
+    const u64 n = s.entries(level);
+    const unsigned run = f.contiguous_entries(level);
+    for (u64 i = 0; i < n; ++i) {
+      const Entry e = f.decode(t[i], level);
+      if (e.is_table() && level > 0) visit(e.pa, level - 1);
+      if (!e.is_leaf() || !e.contiguous) continue;
+      ++out.contiguous_leaves;
+      if (i % run != 0) continue;  // each run is checked from its first entry
+      bool ok = i + run <= n && e.pa.is_aligned(run * s.leaf_size(level));
+      for (u64 k = 1; ok && k < run; ++k) {
+        const Entry o = f.decode(t[i + k], level);
+        ok = o.is_leaf() && o.contiguous && o.pa == e.pa && o.attrs == e.attrs && o.kept == e.kept;
+      }
+      if (!ok) {
+        if (out.disagreeing++ == 0)
+          out.first_problem = "run at table " + std::to_string(pa.value()) + " index " +
+                              std::to_string(i) + " level " + std::to_string(level) + " disagrees";
+      }
+    }
+    // An entry with the hint whose run start lacks it is a disagreeing run too.
+    for (u64 i = 0; i < n; ++i) {
+      const Entry e = f.decode(t[i], level);
+      if (!e.is_leaf() || !e.contiguous || i % run == 0) continue;
+      const Entry head = f.decode(t[i - i % run], level);
+      if (!head.is_leaf() || !head.contiguous) {
+        if (out.disagreeing++ == 0)
+          out.first_problem = "entry " + std::to_string(i) + " at level " + std::to_string(level) +
+                              " has the hint, its run's first does not";
+      }
+    }
+  };
+  visit(s.root(), f.levels() - 1);
   return out;
 }
 

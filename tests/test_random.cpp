@@ -2,14 +2,15 @@
 // protect (mixed sizes, overlaps, splits, merges) on every format, compared
 // after every batch with a plain interval map. The seed is printed; set
 // PTKIT_SEED to replay a failure.
+#include <algorithm>
+
 #include "support.hpp"
 
 namespace ptkit::test {
 namespace {
 
-constexpr u64 kOpsPerFormat = 50'000;  // x5 formats: 250k operations per run
+constexpr u64 kOpsPerFormat = 30'000;  // on each of the formats in AllFormats
 constexpr u64 kBatch = 250;
-constexpr u64 kWindowSize = 8 * GiB;
 
 template <class Config>
 class RandomTest : public ::testing::Test {};
@@ -39,17 +40,33 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
   Fixture<TypeParam> fx(16384);
   auto& s = fx.s();
   IntervalMap ref;
-  const bool has_1g = s.format().leaf_allowed(2);
-  const Window windows[] = {{0x0000'0040'0000'0000, 0x0000'0002'0000'0000},
-                            {0xffff'ff80'0000'0000, 0x0000'0010'0000'0000}};
-  const Attrs kAttrChoices[] = {{RW, MemType::WriteBack, false},
-                                {Perm::R, MemType::WriteBack, true},
-                                {RX, MemType::WriteThrough, false},
-                                {RW | Perm::User, MemType::Uncached, false},
-                                {RWX, MemType::UncachedMinus, true}};
+  // Sizes in the format's geometry: pages, blocks and (where the format has
+  // them) level-2 leaves; windows of at least 8 level-2 spans.
+  const u64 page = fx.page(), block = fx.block(), huge = fx.huge();
+  const u64 per_table = fx.entries(0);
+  const u64 kWindowSize = std::max({8 * GiB, 8 * huge, 16 * block});
+  // One window a quarter into the space, one near its end (near the top of
+  // the upper half where the format has one), a window short of the very end
+  // so that window ends do not wrap to 0.
+  const u64 space_end = s.format().is_canonical(VirtAddr(~u64{0})) ? 0 : fx.va_base() << 2;
+  const u64 last_window = space_end - 2 * kWindowSize;
+  const Window windows[] = {{fx.va_base(), 0x0000'0002'0000'0000},
+                            {last_window, 0x0000'0010'0000'0000}};
+  const std::vector<Attrs> kAttrChoices =
+      fx.expressible({{RW, MemType::WriteBack, false},
+                      {Perm::R, MemType::WriteBack, true},
+                      {RX, MemType::WriteThrough, false},
+                      {RW | Perm::User, MemType::Uncached, false},
+                      {RWX, MemType::UncachedMinus, true},
+                      {RW, MemType::WriteCombining, true},
+                      {RW | Perm::User, MemType::Device, false},
+                      {RX | Perm::User, MemType::WriteBack, false}});
+  ASSERT_GE(kAttrChoices.size(), 3u);
+  const std::optional<MemType> other_mem = fx.other_mem();
 
   OpStats total;
   u64 failures = 0;
+  u64 contiguous_leaves_seen = 0;
   auto tally = [&](const OpStats& st) {
     total.splits += st.splits;
     total.merges += st.merges;
@@ -61,23 +78,23 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     const Window& w = windows[pick(2)];
     // Granule of the start address and the size, biased towards superpages.
     const u64 gran_roll = pick(100);
-    const u64 gran = gran_roll < 60 ? 4 * KiB : gran_roll < 95 ? 2 * MiB : GiB;
-    u64 pages = gran == GiB       ? 1 + pick(2)
-                : gran == 2 * MiB ? 1 + pick(4)
-                                  : 1 + pick(pick(8) == 0 ? 2048 : 16);
+    const u64 gran = gran_roll < 60 ? page : gran_roll < 95 || huge == 0 ? block : huge;
+    u64 pages = gran == huge    ? 1 + pick(2)
+                : gran == block ? 1 + pick(4)
+                                : 1 + pick(pick(8) == 0 ? 2048 : 16);
     u64 size = pages * gran;
     // Occasionally a range that is not a multiple of its start's granule.
-    if (pick(5) == 0) size += (1 + pick(511)) * 4 * KiB;
+    if (pick(5) == 0) size += (1 + pick(per_table - 1)) * page;
     u64 va = w.base + align_down(pick(kWindowSize - size), gran);
-    if (pick(3) == 0) va += pick(512) * 4 * KiB;
+    if (pick(3) == 0) va += pick(per_table) * page;
     if (va + size > w.base + kWindowSize) va = w.base + kWindowSize - size;
     // Physical address: same alignment as va (superpages possible) or shifted.
     const u64 pa_roll = pick(4);
     u64 pa = w.phys + (va - w.base);
-    if (pa_roll == 1) pa += pick(1024) * 4 * KiB;
-    if (pa_roll == 2) pa += pick(64) * 2 * MiB;
-    if (gran == GiB && !is_aligned(pa - va, 2 * MiB))
-      pa = align_down(pa, 2 * MiB) + (va & (2 * MiB - 1));
+    if (pa_roll == 1) pa += pick(1024) * page;
+    if (pa_roll == 2) pa += pick(64) * block;
+    if (gran == huge && !is_aligned(pa - va, block))
+      pa = align_down(pa, block) + (va & (block - 1));
     const u64 hi = va + size - 1;
     const int kind = int(pick(10) < 5 ? 0 : pick(2) + 1);
     const int variant = int(pick(6));
@@ -95,8 +112,9 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
                    : variant < 4 ? OnExisting::Replace
                                  : OnExisting::Keep;
       o.merge = pick(2) == 0;
-      if (pick(6) == 0) o.leaf_sizes = 4 * KiB;
-      const Attrs a = kAttrChoices[pick(5)];
+      if (pick(6) == 0) o.leaf_sizes = page;
+      o.contiguous_hint = pick(8) != 0;
+      const Attrs a = kAttrChoices[pick(kAttrChoices.size())];
       if (o.existing == OnExisting::Error && ref.any_mapped(va, hi)) {
         expect_ok = false;
         expected_error = Error::AlreadyMapped;
@@ -141,7 +159,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
       c.change_global = pick(3) == 0;
       c.global = pick(2) == 0;
       c.change_mem = pick(4) == 0;
-      c.mem = pick(2) == 0 ? MemType::WriteBack : MemType::Uncached;
+      c.mem = pick(2) == 0 || !other_mem ? MemType::WriteBack : *other_mem;
       if (o.holes == OnHole::Error && !ref.all_mapped(va, hi)) {
         expect_ok = false;
         expected_error = Error::NotMapped;
@@ -165,7 +183,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     }
     // Spot-check translations around the range on every operation.
     for (u64 probe :
-         {va - 4 * KiB, va, hi & ~u64{0xFFF}, hi + 1, va + align_down(pick(size), 4 * KiB)}) {
+         {va - page, va, align_down(hi, page), hi + 1, va + align_down(pick(size), page)}) {
       if (probe < w.base || probe >= w.base + kWindowSize) continue;
       const auto want = ref.lookup(probe);
       auto got = s.query(VirtAddr(probe));
@@ -188,6 +206,9 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
         for (size_t i = 0; i < got.size(); ++i)
           ASSERT_EQ(got[i], want[i]) << describe(got[i]) << " vs " << describe(want[i]);
       }
+      const RunCheck runs = check_contiguous_runs(fx);
+      ASSERT_EQ(runs.disagreeing, 0u) << runs.first_problem << " after op " << op;
+      contiguous_leaves_seen += runs.contiguous_leaves;
     }
   }
   // The sequence must have exercised what it claims to.
@@ -207,7 +228,11 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
   if (s.format().needs_break(Entry::leaf(PhysAddr(0), {}), Entry::table(PhysAddr(0)), true)) {
     EXPECT_GT(total.breaks, 0u);
   }
-  (void)has_1g;
+  std::printf("contiguous-hint leaves seen at batch ends: %llu\n",
+              static_cast<unsigned long long>(contiguous_leaves_seen));
+  if (s.format().contiguous_entries(0) > 1) {
+    EXPECT_GT(contiguous_leaves_seen, 0u);
+  }
   // Unmapping everything returns every table but the root.
   for (const Window& w : windows) ASSERT_TRUE(s.unmap(VirtAddr(w.base), kWindowSize).ok());
   EXPECT_EQ(fx.tables_in_use(), 1u);

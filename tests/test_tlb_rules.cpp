@@ -8,6 +8,7 @@
 //   without a break (x86: a size change only with identical translations),
 //   and every break is followed by an invalidation and its completion before
 //   the entry becomes valid again.
+#include <algorithm>
 #include <set>
 
 #include "support.hpp"
@@ -19,9 +20,7 @@ template <class Config>
 class TlbRulesTest : public ::testing::Test {};
 TYPED_TEST_SUITE(TlbRulesTest, AllFormats);
 
-constexpr int kOps = 20000;
-constexpr u64 kBase = 0x0000'0040'0000'0000;
-constexpr u64 kWindow = 4 * GiB;
+constexpr int kOps = 12000;
 
 struct Translation {
   bool mapped = false;
@@ -44,19 +43,30 @@ Translation translate(const Space& s, u64 va) {
   return Translation{true, q->pa.value() + (va - q->va.value()), q->attrs};
 }
 
+/// Decodes entry `index` of a table at `level`, giving a leaf with the
+/// contiguous hint its own output address (decode gives its run's).
+template <class Space>
+Entry entry_of(const Space& s, u64 raw, unsigned level, u64 index) {
+  Entry e = s.format().decode(raw, level);
+  if (e.contiguous)
+    e.pa = e.pa + (index % s.format().contiguous_entries(level)) * s.leaf_size(level);
+  return e;
+}
+
 /// Whether every address of the entry at `site` translates the same through
-/// `before` and `after` (a split or merge), reading child tables from memory.
-template <class Format>
-bool equivalent(const Format& f, const TableMemory& mem, unsigned level, const Entry& before,
+/// `before` and `after` (a split or merge, or a change of the contiguous
+/// hint), reading child tables from memory.
+template <class Space>
+bool equivalent(const Space& s, const TableMemory& mem, unsigned level, const Entry& before,
                 const Entry& after) {
   if (before.is_leaf() && after.is_leaf())
     return before.pa == after.pa && before.attrs == after.attrs;
   const Entry& leaf = before.is_leaf() ? before : after;
   const Entry& table = before.is_leaf() ? after : before;
   const u64* t = mem.table(table.pa);
-  const u64 span = u64{1} << (12 + 9 * (level - 1));
-  for (unsigned k = 0; k < 512; ++k) {
-    const Entry e = f.decode(t[k], level - 1);
+  const u64 span = s.leaf_size(level - 1);
+  for (u64 k = 0; k < s.entries(level - 1); ++k) {
+    const Entry e = entry_of(s, t[k], level - 1, k);
     if (!e.is_leaf() || e.pa != leaf.pa + k * span || !(e.attrs == leaf.attrs)) return false;
   }
   return true;
@@ -71,6 +81,9 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
   Fixture<TypeParam> fx(8192);
   auto& s = fx.s();
   const auto& format = s.format();
+  const u64 page = fx.page(), block = fx.block();
+  const u64 kBase = fx.va_base();
+  const u64 kWindow = std::max(4 * GiB, 8 * block);
 
   std::vector<u64> samples;
   std::vector<std::set<Translation>> may_be_cached;
@@ -99,11 +112,11 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
       case Event::Write: {
         if (e.fresh) break;  // an unlinked table: no walker can see it
         const unsigned level = e.site.level;
-        const Entry before = format.decode(e.old_raw, level);
-        const Entry after = format.decode(e.new_raw, level);
+        const Entry before = entry_of(s, e.old_raw, level, e.site.index);
+        const Entry after = entry_of(s, e.new_raw, level, e.site.index);
         const auto slot = std::make_pair(e.site.table.value(), e.site.index);
         if (before.valid() && after.valid()) {
-          const bool equiv = equivalent(format, fx.memory, level, before, after);
+          const bool equiv = equivalent(s, fx.memory, level, before, after);
           EXPECT_FALSE(format.needs_break(before, after, equiv))
               << "valid entry rewritten without break-before-make at level " << level;
           if (before.kind != after.kind) {
@@ -152,25 +165,27 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
     }
   };
 
+  const std::optional<MemType> other_mem = fx.other_mem();
   const Attrs choices[] = {{RW, MemType::WriteBack, false},
                            {Perm::R, MemType::WriteBack, true},
-                           {RX, MemType::Uncached, false}};
+                           {RX, other_mem.value_or(MemType::WriteBack), false}};
   for (int op = 0; op < kOps; ++op) {
-    const u64 gran = pick(3) == 0 ? 2 * MiB : 4 * KiB;
-    const u64 size = gran * (1 + pick(gran == 4 * KiB ? 64 : 3));
+    const u64 gran = pick(3) == 0 ? block : page;
+    const u64 size = gran * (1 + pick(gran == page ? 64 : 3));
     const u64 va = kBase + align_down(pick(kWindow - size), gran);
     const u64 hi = va + size - 1;
-    u64 pa = va - kBase + (pick(3) == 0 ? pick(16) * 4 * KiB : 0);
+    u64 pa = va - kBase + (pick(3) == 0 ? pick(16) * page : 0);
     const int kind = int(pick(3));
     SCOPED_TRACE(::testing::Message() << "seed " << seed << " op " << op << " kind " << kind
                                       << std::hex << " va " << va << " size " << size);
     // Sample the range's ends, its neighbours, the superpages around it and
     // random pages inside; each starts cached as it translates now.
     samples.clear();
-    for (u64 a : {va, hi & ~u64{0xFFF}, va - 4 * KiB, hi + 1, align_down(va, 2 * MiB),
-                  align_down(va, 2 * MiB) + 2 * MiB - 4 * KiB, align_down(va, GiB)})
+    const u64 level2 = fx.level2_span();
+    for (u64 a : {va, align_down(hi, page), va - page, hi + 1, align_down(va, block),
+                  align_down(va, block) + block - page, align_down(va, level2)})
       samples.push_back(a);
-    for (int i = 0; i < 8; ++i) samples.push_back(va + align_down(pick(size), 4 * KiB));
+    for (int i = 0; i < 8; ++i) samples.push_back(va + align_down(pick(size), page));
     may_be_cached.assign(samples.size(), {});
     current.assign(samples.size(), {});
     refresh();
@@ -192,7 +207,7 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
       o.merge = pick(2) == 0;
       AttrChange c{pick(2) ? Perm::W : Perm::None, pick(2) ? Perm::X : Perm::W};
       c.change_mem = pick(4) == 0;
-      c.mem = pick(2) ? MemType::WriteBack : MemType::Uncached;
+      c.mem = pick(2) ? MemType::WriteBack : other_mem.value_or(MemType::WriteBack);
       c.change_global = pick(4) == 0;
       c.global = pick(2) == 0;
       auto r = s.protect(VirtAddr(va), size, c, o);

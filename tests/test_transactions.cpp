@@ -1,6 +1,8 @@
 // Transactions: an allocation failure injected at every page of every update
 // of a random sequence must leave the tables bit-for-bit unchanged, report
 // the number of tables needed, and keep no page.
+#include <algorithm>
+
 #include "support.hpp"
 
 namespace ptkit::test {
@@ -22,13 +24,16 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   using Format = typename TypeParam::Format;
   using Failing = FailingAllocator<FreeList>;
   using FailingSpace = AddressSpace<Format, OffsetAccess, Failing&, RecWriter, RecSink>;
-  const u64 base = 0x0000'0040'0000'0000;
+  const u64 base = fx.va_base();
+  const u64 page = fx.page(), block = fx.block(), per_table = fx.entries(0);
+  // Up to 2^16 blocks, but no more than an eighth of the space.
+  const u64 blocks = std::min(u64{1} << 16, (base >> 1) / block);
   u64 injected = 0;
 
   for (int op = 0; op < kOps; ++op) {
-    const u64 va = base + pick(u64{1} << 16) * 2 * MiB + (pick(2) ? pick(512) * 4 * KiB : 0);
-    const u64 size = (1 + pick(pick(4) == 0 ? 2048 : 8)) * 4 * KiB;
-    const u64 pa = pick(2) ? va - base : (va - base) + 4 * KiB * (1 + pick(511));
+    const u64 va = base + pick(blocks) * block + (pick(2) ? pick(per_table) * page : 0);
+    const u64 size = (1 + pick(pick(4) == 0 ? 2048 : 8)) * page;
+    const u64 pa = pick(2) ? va - base : (va - base) + page * (1 + pick(per_table - 1));
     const int kind = int(pick(3));
     const AttrChange change{pick(2) ? Perm::X : Perm::None, pick(2) ? Perm::W : Perm::None};
     SCOPED_TRACE(::testing::Message() << "seed " << seed << " op " << op << " kind " << kind
@@ -74,34 +79,38 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   }
   std::printf("%llu injected failures\n", static_cast<unsigned long long>(injected));
   EXPECT_GT(injected, u64{kOps} / 4);
-  ASSERT_TRUE(fx.s().unmap(VirtAddr(base), 1024 * GiB).ok());
+  ASSERT_TRUE(fx.s().unmap(VirtAddr(base), blocks * block + 2048 * page + per_table * page).ok());
   EXPECT_EQ(fx.tables_in_use(), 1u);
 }
 
 TYPED_TEST(TransactionTest, ARealShortageOfOnePageIsRefusedCleanly) {
   Fixture<TypeParam> fx(4096);
   using Format = typename TypeParam::Format;
-  // A bump allocator with exactly one page less than the update needs.
-  const u64 va = 0x0000'0040'0000'0000;
-  auto plan = fx.s().plan_map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW});
+  // pa one page off the block alignment: page leaves only, filling 32 tables.
+  const u64 va = fx.va_base();
+  const PhysAddr pa(fx.page());
+  const u64 size = 32 * fx.entries(0) * fx.page();
+  auto plan = fx.s().plan_map(VirtAddr(va), pa, size, Attrs{RW});
   ASSERT_TRUE(plan.ok());
   const u64 needed = plan->tables_needed;
-  ASSERT_GT(needed, 3u);
-  BumpAllocator bump(fx.memory.base() + 2048 * kTablePageSize, needed - 1);
+  ASSERT_GT(needed, 32u);
+  // A bump allocator with exactly one page less than the update needs.
+  const u64 page_size = fx.memory.page_size();
+  BumpAllocator bump(fx.memory.base() + 2048 * page_size, needed - 1, page_size);
   AddressSpace<Format, OffsetAccess, BumpAllocator&> space(
       Format(TypeParam::make()), fx.memory.access(), bump, {}, {}, fx.s().root());
   const auto before = fx.snapshot();
-  auto r = space.map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW});
+  auto r = space.map(VirtAddr(va), pa, size, Attrs{RW});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error(), Error::OutOfTables);
   EXPECT_EQ(r.failure().needed, needed);
   EXPECT_EQ(fx.snapshot(), before);
   EXPECT_EQ(bump.pages_free(), needed - 1);
   // With the one page more it goes through and uses all of them.
-  BumpAllocator enough(fx.memory.base() + 2048 * kTablePageSize, needed);
+  BumpAllocator enough(fx.memory.base() + 2048 * page_size, needed, page_size);
   AddressSpace<Format, OffsetAccess, BumpAllocator&> space2(
       Format(TypeParam::make()), fx.memory.access(), enough, {}, {}, fx.s().root());
-  ASSERT_TRUE(space2.map(VirtAddr(va), PhysAddr(4 * KiB), 64 * MiB, Attrs{RW}).ok());
+  ASSERT_TRUE(space2.map(VirtAddr(va), pa, size, Attrs{RW}).ok());
   EXPECT_EQ(enough.pages_free(), 0u);
 }
 
