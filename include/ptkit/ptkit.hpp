@@ -5,6 +5,7 @@
 #include "ptkit/addr.hpp"
 #include "ptkit/alloc.hpp"
 #include "ptkit/arch/aarch64.hpp"
+#include "ptkit/arch/riscv.hpp"
 #include "ptkit/arch/x86_64.hpp"
 #include "ptkit/attrs.hpp"
 #include "ptkit/format.hpp"
