@@ -43,10 +43,10 @@ class SpaceTest : public ::testing::Test {
   /// Where the tests map (x86 256 GiB): a quarter into the space, aligned to
   /// every leaf below the root.
   u64 va() const { return fx.va_base(); }
-  /// Where the tests' physical ranges start: 4 GiB, or one far() where that
-  /// is larger (AArch64 64K granule, 48-bit VA: 4T), so that it is aligned to
-  /// every leaf the tests use and never 0.
-  u64 pa() { return std::max<u64>(4 * GiB, far()); }
+  /// Where the tests' physical ranges start: 4 GiB, or the level-2 leaf where
+  /// that is larger (AArch64 64K granule with FEAT_LPA: 4T), so that it is
+  /// aligned to every leaf the tests use and never 0.
+  u64 pa() const { return std::max<u64>(4 * GiB, huge()); }
 
   /// log2 of the bytes the whole space spans (x86 4-level: 48).
   unsigned space_bits() {
