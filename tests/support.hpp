@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "ptkit/arch/aarch64.hpp"
+#include "ptkit/arch/riscv.hpp"
 #include "ptkit/ptkit.hpp"
 
 namespace ptkit::test {
@@ -121,7 +123,54 @@ struct Bbm_4_1G {
   static Format make() { return Format{cpu_with_1g()}; }
 };
 
-using AllFormats = ::testing::Types<X86_4, X86_4_1G, X86_5_1G, Scrambled_4_1G, Bbm_4_1G>;
+/// AArch64 stage 1 (granule, input address size, half, CPU features).
+template <aarch64::Granule G, unsigned VaBits, aarch64::Half H = aarch64::Half::Lower,
+          bool Wide = false>
+struct Arm {
+  using Format = aarch64::Paging;
+  static Format make() {
+    aarch64::Features f;
+    if (Wide) {  // 52-bit: LPA2 descriptors on 4K/16K, LVA + LPA on 64K
+      f.phys_bits = 52;
+      f.lpa2 = G != aarch64::Granule::K64;
+      f.lva = f.lpa = G == aarch64::Granule::K64;
+    }
+    auto made = Format::make(G, VaBits, H, f);
+    if (!made.ok()) std::abort();
+    return made.value();
+  }
+};
+using A64_4K_39 = Arm<aarch64::Granule::K4, 39>;
+using A64_4K_48 = Arm<aarch64::Granule::K4, 48>;
+using A64_4K_48_Ttbr1 = Arm<aarch64::Granule::K4, 48, aarch64::Half::Upper>;
+using A64_4K_52 = Arm<aarch64::Granule::K4, 52, aarch64::Half::Lower, true>;
+using A64_16K_39 = Arm<aarch64::Granule::K16, 39>;
+using A64_16K_48 = Arm<aarch64::Granule::K16, 48>;
+using A64_64K_39 = Arm<aarch64::Granule::K64, 39>;
+using A64_64K_48 = Arm<aarch64::Granule::K64, 48>;
+using A64_64K_52 = Arm<aarch64::Granule::K64, 52, aarch64::Half::Lower, true>;
+
+/// RISC-V: with Svpbmt and Svnapot, or (Plain) with neither.
+template <riscv::Mode M, bool Plain = false>
+struct Rv {
+  using Format = riscv::Paging;
+  static Format make() {
+    riscv::Features f;
+    f.svpbmt = f.svnapot = !Plain;
+    auto made = Format::make(M, f);
+    if (!made.ok()) std::abort();
+    return made.value();
+  }
+};
+using Rv_Sv39 = Rv<riscv::Mode::Sv39>;
+using Rv_Sv39_Plain = Rv<riscv::Mode::Sv39, true>;
+using Rv_Sv48 = Rv<riscv::Mode::Sv48>;
+using Rv_Sv57 = Rv<riscv::Mode::Sv57>;
+
+using AllFormats =
+    ::testing::Types<X86_4, X86_4_1G, X86_5_1G, Scrambled_4_1G, Bbm_4_1G, A64_4K_39, A64_4K_48,
+                     A64_4K_48_Ttbr1, A64_4K_52, A64_16K_39, A64_16K_48, A64_64K_39, A64_64K_48,
+                     A64_64K_52, Rv_Sv39, Rv_Sv39_Plain, Rv_Sv48, Rv_Sv57>;
 
 // ---- Trace recording ------------------------------------------------------------
 

@@ -26,8 +26,14 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   using FailingSpace = AddressSpace<Format, OffsetAccess, Failing&, RecWriter, RecSink>;
   const u64 base = fx.va_base();
   const u64 page = fx.page(), block = fx.block(), per_table = fx.entries(0);
-  // Up to 2^16 blocks, but no more than an eighth of the space.
-  const u64 blocks = std::min(u64{1} << 16, (base >> 1) / block);
+  // Ranges start in one of up to 2^16 blocks and reach at most `margin`
+  // blocks further, all within the canonical room above base (base is a
+  // quarter of the space in; the half may end one to three quarters later).
+  const u64 quarter = base & (~base + 1);
+  u64 room = 3 * quarter;
+  while (!fx.s().format().is_canonical(VirtAddr(base + room - 1))) room -= quarter;
+  const u64 margin = ((per_table + 2049) * page + block - 1) / block;
+  const u64 blocks = std::min(u64{1} << 16, room / block - margin);
   u64 injected = 0;
 
   for (int op = 0; op < kOps; ++op) {
@@ -78,8 +84,8 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
     EXPECT_EQ(r->stats.tables_allocated, needed) << "the plan counted exactly what was used";
   }
   std::printf("%llu injected failures\n", static_cast<unsigned long long>(injected));
-  EXPECT_GT(injected, u64{kOps} / 4);
-  ASSERT_TRUE(fx.s().unmap(VirtAddr(base), blocks * block + 2048 * page + per_table * page).ok());
+  EXPECT_GT(injected, u64{kOps} / 8);
+  ASSERT_TRUE(fx.s().unmap(VirtAddr(base), (blocks + margin) * block).ok());
   EXPECT_EQ(fx.tables_in_use(), 1u);
 }
 
@@ -93,7 +99,7 @@ TYPED_TEST(TransactionTest, ARealShortageOfOnePageIsRefusedCleanly) {
   auto plan = fx.s().plan_map(VirtAddr(va), pa, size, Attrs{RW});
   ASSERT_TRUE(plan.ok());
   const u64 needed = plan->tables_needed;
-  ASSERT_GT(needed, 32u);
+  ASSERT_GE(needed, 32u);  // 32 with two levels (64K/39), more with more
   // A bump allocator with exactly one page less than the update needs.
   const u64 page_size = fx.memory.page_size();
   BumpAllocator bump(fx.memory.base() + 2048 * page_size, needed - 1, page_size);
