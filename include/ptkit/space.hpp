@@ -748,6 +748,7 @@ class AddressSpace {
     sink_.publish();
     sink_.invalidate(TlbRange{VirtAddr(base), VirtAddr(last), span_shift_[level], global, tables});
     sink_.complete();
+    c.stats.invalidations += ((last - base) >> span_shift_[level]) + 1;
   }
 
   /// Splits the leaf `e` at `level` into an equivalent table one level down,
