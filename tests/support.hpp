@@ -149,6 +149,15 @@ using A64_16K_48 = Arm<aarch64::Granule::K16, 48>;
 using A64_64K_39 = Arm<aarch64::Granule::K64, 39>;
 using A64_64K_48 = Arm<aarch64::Granule::K64, 48>;
 using A64_64K_52 = Arm<aarch64::Granule::K64, 52, aarch64::Half::Lower, true>;
+/// FEAT_BBM level 2: equivalent size and hint changes without a break.
+struct A64_4K_48_Bbm2 {
+  using Format = aarch64::Paging;
+  static Format make() {
+    aarch64::Features f;
+    f.bbm2 = true;
+    return Format(aarch64::Granule::K4, 48, aarch64::Half::Lower, f);
+  }
+};
 
 /// RISC-V: with Svpbmt and Svnapot, or (Plain) with neither.
 template <riscv::Mode M, bool Plain = false>
@@ -170,7 +179,7 @@ using Rv_Sv57 = Rv<riscv::Mode::Sv57>;
 using AllFormats =
     ::testing::Types<X86_4, X86_4_1G, X86_5_1G, Scrambled_4_1G, Bbm_4_1G, A64_4K_39, A64_4K_48,
                      A64_4K_48_Ttbr1, A64_4K_52, A64_16K_39, A64_16K_48, A64_64K_39, A64_64K_48,
-                     A64_64K_52, Rv_Sv39, Rv_Sv39_Plain, Rv_Sv48, Rv_Sv57>;
+                     A64_64K_52, A64_4K_48_Bbm2, Rv_Sv39, Rv_Sv39_Plain, Rv_Sv48, Rv_Sv57>;
 
 // ---- Trace recording ------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 // its own _start, and drives the engine for real on tables in a static array:
 // x86-64 4-level paging with and without 1 GiB pages and 5-level paging; 4K,
 // 2M and 1G leaves; protect (with splits), deferred TLB work, unmap (with
-// table freeing), query and walk. It exits through the Linux exit system call
+// table freeing), query and walk; and AArch64 and RISC-V formats with their
+// contiguous hints. It exits through the Linux exit system call
 // with status 0 only if every check passed; otherwise it writes the failing
 // line to stderr and exits with a non-zero status.
 #include <cstddef>
@@ -235,7 +236,45 @@ int exercise(Format format, u64 base, bool has_1g) {
   return 0;
 }
 
+/// The same engine on AArch64 and RISC-V formats with 4K tables (the pool's
+/// page size): runs of the contiguous hint, a protect inside one, blocks,
+/// and everything back to the pool.
+template <class Format>
+int exercise_other(Format format, u64 base) {
+  Pool pool(pool_base());
+  auto created = Space<Format>::create(format, IdentityAccess{}, pool);
+  CHECK(created.ok());
+  auto& space = created.value();
+  const Attrs data{RW, MemType::WriteBack, false};
+  const u64 pa = 0x4000'0000;
+  CHECK(space.map(VirtAddr(base), PhysAddr(pa), 64 * 4 * KiB, data).ok());
+  CHECK(count_leaves(space, base, 64 * 4 * KiB) == 64);
+  CHECK(maps_to(space, base + 17 * 4 * KiB + 5, pa + 17 * 4 * KiB + 5, 4 * KiB, data));
+  CHECK(
+      space.protect(VirtAddr(base + 20 * 4 * KiB), 4 * KiB, AttrChange{Perm::None, Perm::W}).ok());
+  CHECK(maps_to(space, base + 20 * 4 * KiB, pa + 20 * 4 * KiB, 4 * KiB, Attrs{Perm::R}));
+  CHECK(maps_to(space, base + 21 * 4 * KiB, pa + 21 * 4 * KiB, 4 * KiB, data));
+  CHECK(space.map(VirtAddr(base + GiB), PhysAddr(pa), 4 * MiB, data).ok());
+  CHECK(count_leaves(space, base + GiB, 4 * MiB, 2 * MiB) == 2);
+  CHECK(space.unmap(VirtAddr(base), 2 * GiB).ok());
+  CHECK(count_leaves(space, base, 2 * GiB) == 0);
+  CHECK(pool.pages_in_use() == 1);
+  return 0;
+}
+
 int run() {
+  // AArch64 4K granule, 48-bit TTBR1 half; RISC-V Sv48 with Svnapot.
+  {
+    auto arm = aarch64::Paging::make(aarch64::Granule::K4, 48, aarch64::Half::Upper);
+    CHECK(arm.ok());
+    if (int line = exercise_other(arm.value(), 0xffff'8000'0000'0000)) return line;
+    riscv::Features rv;
+    rv.svnapot = true;
+    auto sv48 = riscv::Paging::make(riscv::Mode::Sv48, rv);
+    CHECK(sv48.ok());
+    if (int line = exercise_other(sv48.value(), 0x0000'0040'0000'0000)) return line;
+  }
+
   x86::Features cpu;
   cpu.page_1g = true;
 
