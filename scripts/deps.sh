@@ -8,6 +8,7 @@ packages=(
   g++ clang             # both compilers the tests run with
   libgtest-dev libgmock-dev
   libclang-rt-14-dev    # clang's sanitizer and builtins runtime
+  libunicorn-dev        # Unicorn: QEMU's MMU in-process, the AArch64 walker's oracle
 )
 
 # One dpkg-query for all packages; those not installed (or unknown) are missing.
