@@ -232,7 +232,9 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
       static_cast<unsigned long long>(total.tables_freed),
       static_cast<unsigned long long>(total.full_flushes));
   EXPECT_GT(total.splits, ops / 100);
-  EXPECT_GT(total.merges, 10u);
+  // A merge needs a whole table of uniform leaves: with 2048- and 8192-entry
+  // tables (16K, 64K granules) and fewer operations they are rare.
+  EXPECT_GT(total.merges, per_table == 512 ? 10u : 0u);
   EXPECT_GT(total.tables_freed, ops / 100);
   EXPECT_GT(failures, ops / 50);
   EXPECT_LT(failures, ops / 2);
