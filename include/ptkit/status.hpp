@@ -17,7 +17,7 @@ namespace ptkit {
     if (!(cond)) ::ptkit::invariant_failed(); \
   } while (0)
 
-enum class Op : u8 { Create, Map, Unmap, Protect, Query, Walk, Plan, Flush };
+enum class Op : u8 { Create, Map, Unmap, Protect, Query, Walk, Plan, Flush, Fault };
 
 enum class Error : u8 {
   Unaligned,            // an address or size is not a multiple of the smallest page
@@ -62,6 +62,7 @@ constexpr const char* to_string(Op op) {
     case Op::Query: return "query";
     case Op::Walk: return "walk";
     case Op::Plan: return "plan";
+    case Op::Fault: return "fault";
     case Op::Flush: return "flush";
   }
   return "unknown";
@@ -78,7 +79,9 @@ struct Failure {
   VirtAddr va;
   PhysAddr pa;
   int level = kNoLevel;
-  u64 needed = 0;  // OutOfTables: how many tables the update needed
+  u64 needed = 0;                 // OutOfTables: how many tables the update needed
+  const char* subject = nullptr;  // what the caller named it (an image section, a range)
+  u64 alignment = 0;              // Unaligned from a layout: the alignment required
 };
 
 /// Either a value or a Failure. Small and trivially usable in freestanding code.
