@@ -740,15 +740,18 @@ class AddressSpace {
 
   /// Break-before-make: invalid entries, the walker sees them, the TLB
   /// forgets the old translations, and only then may new valid entries be
-  /// written.
+  /// written. `tables`: the entries pointed to tables, whose leaves are a
+  /// level down, so the invalidation steps by that level's size (a TLBI by
+  /// address reaches only the translation of that address).
   void break_run(Ctx& c, unsigned level, const View& view, unsigned first, unsigned count, u64 base,
                  u64 last, bool global, bool tables) {
     const u64 invalid = format_.encode(Entry::invalid(), level);
     for (unsigned k = 0; k < count; ++k) store(c, view, level, first + k, invalid);
     sink_.publish();
-    sink_.invalidate(TlbRange{VirtAddr(base), VirtAddr(last), span_shift_[level], global, tables});
+    const unsigned stride = span_shift_[tables ? level - 1 : level];
+    sink_.invalidate(TlbRange{VirtAddr(base), VirtAddr(last), stride, global, tables});
     sink_.complete();
-    c.stats.invalidations += ((last - base) >> span_shift_[level]) + 1;
+    c.stats.invalidations += ((last - base) >> stride) + 1;
   }
 
   /// Splits the leaf `e` at `level` into an equivalent table one level down,
