@@ -102,24 +102,38 @@ inline x86::Features cpu_with_1g() {
 
 /// The formats every typed test runs on, each with a name and the factory of
 /// its instance.
+// Each config also names itself for the simulator's trace format
+// (docs/trace-format.md): trace_format() and trace_features(); an empty name
+// means the simulator has no such MMU (test-only encodings).
 struct X86_4 {
   using Format = x86::Paging4;
+  static std::string trace_format() { return "x86_64-4l"; }
+  static std::vector<std::string> trace_features() { return {"no-page_1g"}; }
   static Format make() { return Format{}; }
 };
 struct X86_4_1G {
   using Format = x86::Paging4;
+  static std::string trace_format() { return "x86_64-4l"; }
+  static std::vector<std::string> trace_features() { return {"page_1g"}; }
   static Format make() { return Format{cpu_with_1g()}; }
 };
 struct X86_5_1G {
   using Format = x86::Paging5;
+  static std::string trace_format() { return "x86_64-5l"; }
+  static std::vector<std::string> trace_features() { return {"page_1g"}; }
   static Format make() { return Format{cpu_with_1g()}; }
 };
 struct Scrambled_4_1G {
   using Format = LevelScrambled<x86::Paging4>;
+  static std::string trace_format() { return ""; }
+  static std::vector<std::string> trace_features() { return {}; }
   static Format make() { return Format{cpu_with_1g()}; }
 };
 struct Bbm_4_1G {
   using Format = WithBreakBeforeMake<x86::Paging4>;
+  // x86 encodings: the x86 rules hold (the Arm ones it adds are stricter).
+  static std::string trace_format() { return "x86_64-4l"; }
+  static std::vector<std::string> trace_features() { return {"page_1g"}; }
   static Format make() { return Format{cpu_with_1g()}; }
 };
 
@@ -128,6 +142,14 @@ template <aarch64::Granule G, unsigned VaBits, aarch64::Half H = aarch64::Half::
           bool Wide = false>
 struct Arm {
   using Format = aarch64::Paging;
+  static std::string trace_format() {
+    const char* g = G == aarch64::Granule::K4 ? "4k" : G == aarch64::Granule::K16 ? "16k" : "64k";
+    return std::string("aarch64-") + g + "-" + std::to_string(VaBits);
+  }
+  static std::vector<std::string> trace_features() {
+    if (H == aarch64::Half::Upper) return {"ttbr1"};
+    return {};
+  }
   static Format make() {
     aarch64::Features f;
     if (Wide) {  // 52-bit: LPA2 descriptors on 4K/16K, LVA + LPA on 64K
@@ -152,6 +174,8 @@ using A64_64K_52 = Arm<aarch64::Granule::K64, 52, aarch64::Half::Lower, true>;
 /// FEAT_BBM level 2: equivalent size and hint changes without a break.
 struct A64_4K_48_Bbm2 {
   using Format = aarch64::Paging;
+  static std::string trace_format() { return "aarch64-4k-48"; }
+  static std::vector<std::string> trace_features() { return {"bbm2"}; }
   static Format make() {
     aarch64::Features f;
     f.bbm2 = true;
@@ -163,6 +187,15 @@ struct A64_4K_48_Bbm2 {
 template <riscv::Mode M, bool Plain = false>
 struct Rv {
   using Format = riscv::Paging;
+  static std::string trace_format() {
+    return M == riscv::Mode::Sv39   ? "riscv-sv39"
+           : M == riscv::Mode::Sv48 ? "riscv-sv48"
+                                    : "riscv-sv57";
+  }
+  static std::vector<std::string> trace_features() {
+    if (Plain) return {};
+    return {"svpbmt", "svnapot"};
+  }
   static Format make() {
     riscv::Features f;
     f.svpbmt = f.svnapot = !Plain;
@@ -184,7 +217,8 @@ using AllFormats =
 // ---- Trace recording ------------------------------------------------------------
 
 struct Event {
-  enum Kind { Write, Publish, Invalidate, InvalidateAll, Complete } kind;
+  // Alloc and Free (site.table is the page) go to Recorder::tracer only.
+  enum Kind { Write, Publish, Invalidate, InvalidateAll, Complete, Alloc, Free } kind;
   WriteSite site{};
   u64 old_raw = 0;
   u64 new_raw = 0;
@@ -198,10 +232,19 @@ struct Event {
 struct Recorder {
   std::vector<Event> events;
   std::function<void(const Event&)> on_event;
+  /// Sees every event, table-page allocations and frees included, for the
+  /// simulator's rule checker (tests/checked.hpp).
+  std::function<void(const Event&)> tracer;
 
   void add(const Event& e) {
     if (on_event) on_event(e);
+    if (tracer) tracer(e);
     events.push_back(e);
+  }
+  void page(Event::Kind kind, PhysAddr pa) {
+    Event e{kind};
+    e.site.table = pa;
+    if (tracer) tracer(e);
   }
   void on_write(const WriteSite& s, u64 old_raw, u64 new_raw, bool fresh) {
     add(Event{Event::Write, s, old_raw, new_raw, fresh});
@@ -232,6 +275,29 @@ struct Recorder {
 using RecWriter = RecordingWriter<Recorder>;
 using RecSink = RecordingSink<Recorder>;
 
+/// Forwards to an allocator and tells the recorder which pages become page
+/// tables and which stop being ones.
+template <class Inner>
+class RecordingAllocator {
+ public:
+  RecordingAllocator(Inner& inner, Recorder& recorder) : inner_(&inner), recorder_(&recorder) {}
+  bool reserve(u64 n) { return inner_->reserve(n); }
+  PhysAddr take() {
+    const PhysAddr pa = inner_->take();
+    recorder_->page(Event::Alloc, pa);
+    return pa;
+  }
+  void release(PhysAddr pa) {
+    recorder_->page(Event::Free, pa);
+    inner_->release(pa);
+  }
+  void give_back_unused() { inner_->give_back_unused(); }
+
+ private:
+  Inner* inner_;
+  Recorder* recorder_;
+};
+
 // ---- A complete test space --------------------------------------------------------
 
 /// An address space over TableMemory with a free-list allocator and recording
@@ -239,14 +305,16 @@ using RecSink = RecordingSink<Recorder>;
 template <class Config>
 struct Fixture {
   using Format = typename Config::Format;
-  using Space = AddressSpace<Format, OffsetAccess, FreeList&, RecWriter, RecSink>;
+  using Space =
+      AddressSpace<Format, OffsetAccess, RecordingAllocator<FreeList>, RecWriter, RecSink>;
 
   explicit Fixture(u64 pages = 512)
       : memory(pages, u64{1} << Config::make().page_shift()),
         alloc(memory.access(), memory.page_size()) {
     alloc.add_range(memory.base(), pages);
     free_at_start = alloc.pages_free();
-    auto created = Space::create(Config::make(), memory.access(), alloc, RecWriter(recorder),
+    auto created = Space::create(Config::make(), memory.access(),
+                                 RecordingAllocator<FreeList>(alloc, recorder), RecWriter(recorder),
                                  RecSink(recorder));
     if (!created) std::abort();
     space.emplace(std::move(created.value()));

@@ -1,18 +1,24 @@
 // Randomized differential test: long random sequences of map, unmap and
 // protect (mixed sizes, overlaps, splits, merges) on every format, compared
-// after every batch with a plain interval map. The seed is printed; set
+// after every batch with a plain interval map, and every update's trace
+// checked by the simulator's rule checker. The seed is printed; set
 // PTKIT_SEED to replay a failure.
 #include <algorithm>
 
-#include "support.hpp"
+#include "checked.hpp"
 
 namespace ptkit::test {
 namespace {
 
 // Operations on a format with 512-entry tables; formats with larger tables
 // (16K, 64K granules) do proportionally fewer, each touching more entries.
-constexpr u64 kOpsPerFormat = 30'000;
+// Every operation also goes past the simulator's rule checker, which is what
+// bounds the count.
+constexpr u64 kOpsPerFormat = 10'000;
 constexpr u64 kBatch = 250;
+// The checker replays a trace from a copy of the tables: checking every 8
+// batches keeps that copying small next to the events checked.
+constexpr u64 kCheckEvery = 8 * kBatch;
 
 template <class Config>
 class RandomTest : public ::testing::Test {};
@@ -41,6 +47,8 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
 
   Fixture<TypeParam> fx(16384);
   auto& s = fx.s();
+  // Every update also goes past the simulator's rule checker.
+  CheckedTrace<TypeParam> checked(fx);
   IntervalMap ref;
   // Sizes in the format's geometry: pages, blocks and (where the format has
   // them) level-2 leaves; windows of at least 8 level-2 spans.
@@ -79,7 +87,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     total.tables_freed += st.tables_freed;
     total.full_flushes += st.full_flushes;
   };
-  const u64 ops = kOpsPerFormat * 512 / std::max<u64>(512, per_table);
+  const u64 ops = std::max<u64>(2000, kOpsPerFormat * 512 / std::max<u64>(512, per_table));
   for (u64 op = 0; op < ops; ++op) {
     const Window& w = windows[pick(2)];
     // Granule of the start address and the size, biased towards superpages.
@@ -184,6 +192,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
         ref.protect(va, hi, c);
       }
     }
+    checked.sync();
     if (!succeeded) {
       ++failures;
       // A failed update writes nothing and keeps no page.
@@ -217,6 +226,11 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
                                      << " vs reference " << describe(want[i]);
         ASSERT_EQ(got.size(), want.size()) << "after op " << op;
       }
+      if ((op + 1) % kCheckEvery == 0 || op + 1 == ops) {
+        const sim::CheckResult rules = checked.check_and_restart();
+        ASSERT_TRUE(rules.ok()) << "rule checker after op " << op << ":\n"
+                                << first_violations(rules);
+      }
       const RunCheck runs = check_contiguous_runs(fx);
       ASSERT_EQ(runs.disagreeing, 0u) << runs.first_problem << " after op " << op;
       contiguous_leaves_seen += runs.contiguous_leaves;
@@ -241,8 +255,12 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
   if (s.format().needs_break(Entry::leaf(PhysAddr(0), {}), Entry::table(PhysAddr(0)), true)) {
     EXPECT_GT(total.breaks, 0u);
   }
-  std::printf("contiguous-hint leaves seen at batch ends: %llu\n",
-              static_cast<unsigned long long>(contiguous_leaves_seen));
+  std::printf("contiguous-hint leaves seen at batch ends: %llu; trace events checked: %llu\n",
+              static_cast<unsigned long long>(contiguous_leaves_seen),
+              static_cast<unsigned long long>(checked.checked_events()));
+  if (CheckedTrace<TypeParam>::enabled()) {
+    EXPECT_GT(checked.checked_events(), ops);
+  }
   if (s.format().contiguous_entries(0) > 1) {
     EXPECT_GT(contiguous_leaves_seen, 0u);
   }

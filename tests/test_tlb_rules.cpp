@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <set>
 
-#include "support.hpp"
+#include "checked.hpp"
 
 namespace ptkit::test {
 namespace {
@@ -79,6 +79,8 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
   auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
 
   Fixture<TypeParam> fx(8192);
+  // The simulator's rule checker sees every update too.
+  CheckedTrace<TypeParam> checked(fx);
   auto& s = fx.s();
   const auto& format = s.format();
   const u64 page = fx.page(), block = fx.block();
@@ -161,7 +163,9 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
         for (auto& [slot, b] : broken)
           if (b.invalidated) b.completed = true;
         break;
-      case Event::Publish: break;
+      case Event::Publish:
+      case Event::Alloc:
+      case Event::Free: break;
     }
   };
 
@@ -222,6 +226,11 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
       }
     }
     fx.recorder.events.clear();
+    checked.sync();
+    if ((op + 1) % 2000 == 0 || op + 1 == kOps) {
+      const sim::CheckResult rules = checked.check_and_restart();
+      ASSERT_TRUE(rules.ok()) << "rule checker after op " << op << ":\n" << first_violations(rules);
+    }
   }
   std::printf("%llu valid-to-valid rewrites, %llu breaks, %llu cached translations checked\n",
               static_cast<unsigned long long>(rewrites_checked),

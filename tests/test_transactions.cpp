@@ -3,7 +3,7 @@
 // the number of tables needed, and keep no page.
 #include <algorithm>
 
-#include "support.hpp"
+#include "checked.hpp"
 
 namespace ptkit::test {
 namespace {
@@ -21,6 +21,8 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
 
   Fixture<TypeParam> fx(4096);
+  // The successful updates go past the simulator's rule checker too.
+  CheckedTrace<TypeParam> checked(fx);
   using Format = typename TypeParam::Format;
   using Failing = FailingAllocator<FreeList>;
   using FailingSpace = AddressSpace<Format, OffsetAccess, Failing&, RecWriter, RecSink>;
@@ -82,7 +84,10 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
     auto r = run(fx.s());
     ASSERT_TRUE(r.ok()) << to_string(r.error());
     EXPECT_EQ(r->stats.tables_allocated, needed) << "the plan counted exactly what was used";
+    checked.sync();
   }
+  const sim::CheckResult rules = checked.check_and_restart();
+  ASSERT_TRUE(rules.ok()) << first_violations(rules);
   std::printf("%llu injected failures\n", static_cast<unsigned long long>(injected));
   EXPECT_GT(injected, u64{kOps} / 8);
   ASSERT_TRUE(fx.s().unmap(VirtAddr(base), (blocks + margin) * block).ok());
