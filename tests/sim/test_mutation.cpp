@@ -336,12 +336,6 @@ Recorded<Config> record(const std::string& format, u64 seed, int ops) {
                            {Perm::R, MemType::WriteBack, true},
                            {RX, MemType::Device, false}};
   const u64 huge = space.leaf_size(2);
-  // TODO(issue 4): AddressSpace::try_merge breaks an Arm table with one
-  // TLBI per block (stride of the new block), which leaves the TLB entries
-  // of the table's other pages in place: the checker rightly reports
-  // arm-bbm. Until the engine invalidates with the table's page stride,
-  // merges stay out of the recorded Arm traces.
-  const bool merge_ok = format.rfind("aarch64", 0) != 0;
   for (int op = 0; op < ops; ++op) {
     // Mostly pages and blocks in a window of 4 blocks, so that operations
     // overlap; sometimes a whole level-2 leaf (x86 1G) over it or next to it.
@@ -363,7 +357,7 @@ Recorded<Config> record(const std::string& format, u64 seed, int ops) {
     if (kind == 0) {
       MapOptions o;
       o.existing = pick(2) ? OnExisting::Replace : OnExisting::Keep;
-      o.merge = merge_ok && pick(2) == 0;
+      o.merge = pick(2) == 0;
       o.contiguous_hint = pick(2) == 0;
       const Attrs a = choices[pick(3)];
       if (!format_obj.can_express(a)) continue;
@@ -375,7 +369,7 @@ Recorded<Config> record(const std::string& format, u64 seed, int ops) {
     } else {
       ProtectOptions o;
       o.holes = OnHole::Skip;
-      o.merge = merge_ok && pick(2) == 0;
+      o.merge = pick(2) == 0;
       AttrChange c{pick(2) ? Perm::W : Perm::None, pick(2) ? Perm::X : Perm::W};
       c.change_global = pick(4) == 0;
       c.global = pick(2) == 0;
