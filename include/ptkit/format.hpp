@@ -16,11 +16,11 @@ enum class EntryKind : u8 { Invalid, Table, Leaf };
 /// A decoded descriptor, independent of the architecture.
 struct Entry {
   EntryKind kind = EntryKind::Invalid;
-  PhysAddr pa;   // table: the next table; leaf: the output address
-  Attrs attrs;   // leaves only
-  u64 kept = 0;  // format-specific bits carried through unchanged (accessed,
-                 // dirty, software bits, protection keys): protect() and
-                 // splits preserve them without knowing what they are
+  PhysAddr pa;              // table: the next table; leaf: the output address
+  Attrs attrs;              // leaves only
+  u64 kept = 0;             // format-specific bits carried through unchanged (accessed,
+                            // dirty, software bits, protection keys): protect() and
+                            // splits preserve them without knowing what they are
   bool contiguous = false;  // leaf in an aligned run of contiguous_entries()
                             // entries carrying the contiguous hint (Arm
                             // Contiguous bit, RISC-V Svnapot)
