@@ -1,0 +1,378 @@
+#include "build.hpp"
+
+#include <fmt/format.h>
+
+#include <fstream>
+
+#include "ptkit/early/image_mapper.hpp"
+#include "ptkit/space.hpp"
+
+namespace ptkit::tool {
+
+MemoryImage BuildResult::image() const {
+  return MemoryImage{reinterpret_cast<const unsigned char*>(area.data()), area.size() * 8, base,
+                     "table area"};
+}
+
+namespace {
+
+[[noreturn]] void fail_at(const Where& w, const std::string& msg) {
+  throw InputError(fmt::format("{}: {}", w.str(), msg));
+}
+
+Format choose_format(const Layout& layout, const std::optional<std::string>& option, bool upper) {
+  if (option) return Format::from_name(*option, upper);
+  const std::string name = layout.format.value_or("x86_64-4l");
+  try {
+    return Format::from_name(name, upper);
+  } catch (const UsageError& e) {
+    // The name came from the file: bad input, not a bad command line.
+    fail_at(layout.format_where, fmt::format("'format': unknown paging format \"{}\"; `ptkit "
+                                             "formats` lists them",
+                                             name));
+  }
+}
+
+u64 resolve_va(const MapSpec& m, const Format& f) {
+  switch (m.va.from) {
+    case VaExpr::From::Zero: return m.va.offset;
+    case VaExpr::From::Top: return u64{0} - m.va.offset;
+    case VaExpr::From::Upper: {
+      const u64 start = f.upper_start();
+      if (m.va.offset > ~start)
+        fail_at(m.where, fmt::format("map '{}': va \"{}\" is beyond the top of the address space",
+                                     m.name, m.va.text));
+      return start + m.va.offset;
+    }
+  }
+  return 0;
+}
+
+Perm parse_perm(const std::string& text, const Where& w, const std::string& what) {
+  Perm p = Perm::None;
+  for (char c : text) {
+    Perm bit = Perm::None;
+    switch (c) {
+      case 'r': bit = Perm::R; break;
+      case 'w': bit = Perm::W; break;
+      case 'x': bit = Perm::X; break;
+      case 'u': bit = Perm::User; break;
+      default: break;
+    }
+    if (bit == Perm::None || has(p, bit))
+      fail_at(w, fmt::format("{}: 'perm' must be letters from r, w, x, u (each once), got \"{}\"",
+                             what, text));
+    p = p | bit;
+  }
+  return p;
+}
+
+std::string perm_text(Perm p) {
+  return fmt::format("{}{}{}{}", has(p, Perm::R) ? 'r' : '-', has(p, Perm::W) ? 'w' : '-',
+                     has(p, Perm::X) ? 'x' : '-', has(p, Perm::User) ? 'u' : '-');
+}
+
+const MemRange* containing(const Layout& l, u64 pa, u64 size, MemKind kind) {
+  for (const MemRange& r : l.memory)
+    if (r.kind == kind && pa >= r.base && pa - r.base <= r.size - 1 &&
+        size <= r.size - (pa - r.base))
+      return &r;
+  return nullptr;
+}
+
+bool overlaps(u64 a, u64 a_size, u64 b, u64 b_size) {
+  return a <= b + (b_size - 1) && b <= a + (a_size - 1);
+}
+
+void check_memory(const Layout& l, const Format& f) {
+  for (std::size_t i = 0; i < l.memory.size(); ++i) {
+    const MemRange& a = l.memory[i];
+    if (a.base % f.page_size() != 0 || a.size % f.page_size() != 0)
+      fail_at(a.where, fmt::format("memory range {:#x}+{:#x} is not aligned to the {} page of {}",
+                                   a.base, a.size, size_name(f.page_size()), f.name()));
+    for (std::size_t k = 0; k < i; ++k) {
+      const MemRange& b = l.memory[k];
+      if (overlaps(a.base, a.size, b.base, b.size))
+        fail_at(a.where, fmt::format("memory range {:#x}+{:#x} overlaps the one at line {}", a.base,
+                                     a.size, b.where.line));
+    }
+  }
+  if (l.table_base % f.page_size() != 0 || l.table_size < f.page_size())
+    fail_at(l.tables_where,
+            fmt::format("[tables]: base {:#x} must be aligned to, and size {:#x} at least, the "
+                        "table size of {} ({})",
+                        l.table_base, l.table_size, f.name(), size_name(f.page_size())));
+  if (!containing(l, l.table_base, l.table_size, MemKind::Ram))
+    fail_at(l.tables_where, fmt::format("[tables]: the table area {:#x}+{:#x} is not inside one "
+                                        "\"ram\" memory range",
+                                        l.table_base, l.table_size));
+}
+
+std::string describe(const Failure& f, const Format& format) {
+  std::string s = fmt::format("{} failed", to_string(f.op));
+  if (f.subject) s += fmt::format(" for '{}'", f.subject);
+  s += fmt::format(" at va {:#x}", f.va.value());
+  if (f.pa.value() != 0) s += fmt::format(" pa {:#x}", f.pa.value());
+  if (f.level >= 0) s += fmt::format(" ({} level)", format.level_name(unsigned(f.level)));
+  s += fmt::format(": {}", to_string(f.error));
+  if (f.error == Error::Unaligned && f.alignment != 0)
+    s += fmt::format(" (needs {} alignment)", size_name(f.alignment));
+  if (f.error == Error::OutOfTables)
+    s += fmt::format(" ({} more table pages needed; raise [tables] size)", f.needed);
+  return s;
+}
+
+/// Leaf sizes up to `max` that the format has, or an error naming the map.
+LeafSizes leaf_sizes_upto(const MapSpec& m, const Format& f) {
+  if (!m.max_page) return kAnyLeafSize;
+  LeafSizes sizes = 0;
+  for (unsigned level = 0; level < f.levels(); ++level)
+    if (f.leaf_allowed(level) && f.leaf_size(level) <= *m.max_page) sizes |= f.leaf_size(level);
+  if (sizes == 0)
+    fail_at(m.where,
+            fmt::format("map '{}': max_page {} is below the smallest page of {} ({})", m.name,
+                        size_name(*m.max_page), f.name(), size_name(f.page_size())));
+  return sizes;
+}
+
+template <class P>
+void build_with(const P& paging, const Layout& layout, BuildResult& out,
+                const std::vector<u64>& vas) {
+  const Format& f = out.format;
+  const u64 page = f.page_size();
+  out.area.assign(layout.table_size / 8, 0);
+  // The one place host memory stands for physical memory: the table area's
+  // physical base maps to the buffer (offset arithmetic wraps, as intended).
+  OffsetAccess access{reinterpret_cast<u64>(out.area.data()) - layout.table_base};
+  BumpAllocator alloc(PhysAddr(layout.table_base), layout.table_size / page, page);
+  using Space = AddressSpace<P, OffsetAccess, BumpAllocator&>;
+  auto created = Space::create(paging, access, alloc);
+  if (!created)
+    fail_at(layout.tables_where, "[tables]: the table area has no room for the root table");
+  Space& space = created.value();
+  out.root = space.root().value();
+
+  for (std::size_t i = 0; i < layout.maps.size(); ++i) {
+    const MapSpec& m = layout.maps[i];
+    const u64 va = vas[i];
+    const std::string what = fmt::format("map '{}'", m.name);
+    MemType mem;
+    if (!mem_type_for(m.mem, f, mem))
+      fail_at(m.where, fmt::format("{}: 'mem' must be wb, wt, wc, wp, uc-, uc or device, got "
+                                   "\"{}\"",
+                                   what, m.mem));
+    MapOptions opts;
+    opts.leaf_sizes = leaf_sizes_upto(m, f);
+    if (m.kind != MapKind::Image) out.markers.push_back({va, m.name});
+
+    auto check_attrs = [&](const Attrs& a, const Where& w, const std::string& subject) {
+      if (!f.can_express(a))
+        fail_at(w, fmt::format("{}: perm \"{}\" with mem {} cannot be expressed by {}", subject,
+                               perm_text(a.perm), mem_type_name(a.mem), f.name()));
+    };
+    auto map_range = [&](u64 rva, u64 pa, u64 size, Attrs a) {
+      out.placed.push_back({m.name, m.kind, rva, pa, size, a});
+      auto done = space.map(VirtAddr(rva), PhysAddr(pa), size, a, opts);
+      if (!done) fail_at(m.where, fmt::format("{}: {}", what, describe(done.failure(), f)));
+    };
+
+    switch (m.kind) {
+      case MapKind::Direct: {
+        const Attrs a{parse_perm(m.perm, m.where, what), mem, m.global};
+        check_attrs(a, m.where, what);
+        for (const MemRange& r : layout.memory) {
+          if (r.kind != MemKind::Ram) continue;
+          if (r.base > ~va)
+            fail_at(m.where, fmt::format("{}: RAM at {:#x} lands beyond the top of the address "
+                                         "space",
+                                         what, r.base));
+          map_range(va + r.base, r.base, r.size, a);
+        }
+        break;
+      }
+      case MapKind::Fixed:
+      case MapKind::Mmio: {
+        const MemKind want = m.kind == MapKind::Mmio ? MemKind::Device : MemKind::Ram;
+        if (!containing(layout, m.pa, m.size, want))
+          fail_at(m.where, fmt::format("{}: pa {:#x}+{:#x} is not inside one \"{}\" memory range",
+                                       what, m.pa, m.size, to_string(want)));
+        if (overlaps(m.pa, m.size, layout.table_base, layout.table_size))
+          fail_at(m.where,
+                  fmt::format("{}: pa {:#x}+{:#x} overlaps the table area", what, m.pa, m.size));
+        const Attrs a{parse_perm(m.perm, m.where, what), mem, m.global};
+        check_attrs(a, m.where, what);
+        map_range(va, m.pa, m.size, a);
+        break;
+      }
+      case MapKind::Image: {
+        if (m.sections.size() > early::kMaxImageSections)
+          fail_at(m.where, fmt::format("{}: at most {} sections", what, early::kMaxImageSections));
+        if (!containing(layout, m.pa, m.size, MemKind::Ram))
+          fail_at(m.where, fmt::format("{}: the image at pa {:#x}+{:#x} is not inside one \"ram\" "
+                                       "memory range",
+                                       what, m.pa, m.size));
+        if (overlaps(m.pa, m.size, layout.table_base, layout.table_size))
+          fail_at(m.where, fmt::format("{}: the image at pa {:#x}+{:#x} overlaps the table area",
+                                       what, m.pa, m.size));
+        std::vector<early::ImageSection> sections;
+        u64 offset = 0;
+        for (const SectionSpec& s : m.sections) {
+          const Perm p = parse_perm(s.perm, s.where, fmt::format("{} section '{}'", what, s.name));
+          check_attrs(Attrs{p, mem, m.global}, s.where,
+                      fmt::format("{} section '{}'", what, s.name));
+          sections.push_back({s.name.c_str(), VirtAddr(va + offset), s.size, p});
+          out.placed.push_back({m.name + " " + s.name,
+                                m.kind,
+                                va + offset,
+                                m.pa + offset,
+                                s.size,
+                                {p, mem, m.global}});
+          out.markers.push_back({va + offset, m.name + " " + s.name});
+          offset += s.size;
+        }
+        const early::ImageLayout img{sections.data(), unsigned(sections.size()), VirtAddr(va),
+                                     m.align != 0 ? m.align : page};
+        early::ImageOptions io;
+        io.mem = mem;
+        io.global = m.global;
+        io.leaf_sizes = opts.leaf_sizes;
+        auto done = early::map_image(space, img, PhysAddr(m.pa), io);
+        if (!done) fail_at(m.where, fmt::format("{}: {}", what, describe(done.failure(), f)));
+        break;
+      }
+    }
+  }
+  out.used_bytes = alloc.next().value() - layout.table_base;
+}
+
+}  // namespace
+
+BuildResult build_layout(const Layout& layout, const std::optional<std::string>& format_option) {
+  BuildResult out;
+  // Resolve the addresses with the lower-half format first: AArch64 needs
+  // them to pick its half (TTBR0 or TTBR1), and nothing else depends on it.
+  out.format = choose_format(layout, format_option, false);
+  std::vector<u64> vas;
+  for (const MapSpec& m : layout.maps) vas.push_back(resolve_va(m, out.format));
+  if (out.format.is_aarch64()) {
+    const bool upper = vas.front() >> 63;
+    for (std::size_t i = 0; i < vas.size(); ++i) {
+      if ((vas[i] >> 63) != upper) {
+        fail_at(layout.maps[i].where,
+                fmt::format("map '{}' at va {:#x} is in the {} half but map '{}' in the {}: an "
+                            "AArch64 root covers one half (TTBR0 or TTBR1); split the layout",
+                            layout.maps[i].name, vas[i], upper ? "TTBR0" : "TTBR1",
+                            layout.maps.front().name, upper ? "TTBR1" : "TTBR0"));
+      }
+    }
+    if (upper) out.format = choose_format(layout, format_option, true);
+  }
+  check_memory(layout, out.format);
+  out.base = layout.table_base;
+  std::visit([&](const auto& p) { build_with(p, layout, out, vas); }, out.format.core());
+  out.walk = walk_tables(out.image(), out.root, out.format);
+  return out;
+}
+
+nlohmann::ordered_json build_json(const BuildResult& b) {
+  const Format& f = b.format;
+  nlohmann::ordered_json j;
+  j["format"] = f.name();
+  if (f.is_aarch64()) j["half"] = f.upper() ? "ttbr1" : "ttbr0";
+  j["root"] = hex(b.root);
+  u64 tables = 0;
+  nlohmann::ordered_json per_level = nlohmann::ordered_json::object();
+  for (auto it = b.walk.tables_per_level.rbegin(); it != b.walk.tables_per_level.rend(); ++it) {
+    per_level[f.level_name(it->first)] = it->second;
+    tables += it->second;
+  }
+  j["tables"] = tables;
+  j["tables_per_level"] = per_level;
+  nlohmann::ordered_json leaves = nlohmann::ordered_json::object();
+  for (const auto& [size, count] : b.walk.leaves_per_size) leaves[size_name(size)] = count;
+  j["leaves"] = leaves;
+  j["table_bytes"] = b.used_bytes;
+  j["table_area"] = {{"base", hex(b.base)}, {"size", b.area.size() * 8}};
+  nlohmann::ordered_json maps = nlohmann::ordered_json::array();
+  for (const Placed& p : b.placed) {
+    maps.push_back({{"name", p.name},
+                    {"kind", to_string(p.kind)},
+                    {"va", hex(p.va)},
+                    {"pa", hex(p.pa)},
+                    {"size", p.size},
+                    {"perm", perm_text(p.attrs.perm)},
+                    {"mem", mem_type_name(p.attrs.mem)},
+                    {"global", p.attrs.global}});
+  }
+  j["mappings"] = maps;
+  return j;
+}
+
+std::string build_summary(const BuildResult& b) {
+  const Format& f = b.format;
+  std::string leaves;
+  for (const auto& [size, count] : b.walk.leaves_per_size)
+    leaves += fmt::format("{}{} x {}", leaves.empty() ? "" : ", ", count, size_name(size));
+  u64 tables = 0;
+  for (const auto& [level, count] : b.walk.tables_per_level) tables += count;
+  return fmt::format("{}{}: {} ranges in {} table pages ({} bytes) at {}, root {}\nleaves: {}\n",
+                     f.name(), f.is_aarch64() ? (f.upper() ? " (TTBR1)" : " (TTBR0)") : "",
+                     b.placed.size(), tables, b.used_bytes, hex(b.base), hex(b.root), leaves);
+}
+
+void write_out(const BuildResult& b, const std::string& file) {
+  {
+    std::ofstream blob(file, std::ios::binary | std::ios::trunc);
+    blob.write(reinterpret_cast<const char*>(b.area.data()), std::streamsize(b.used_bytes));
+    if (!blob) throw UsageError(fmt::format("--out {}: cannot write", file));
+  }
+  const Format& f = b.format;
+  nlohmann::ordered_json j;
+  j["format"] = f.name();
+  if (f.is_aarch64()) j["half"] = f.upper() ? "ttbr1" : "ttbr0";
+  j["root"] = hex(b.root);
+  j["base"] = hex(b.base);
+  j["size"] = b.used_bytes;
+  j["blob"] = file;
+  std::visit(
+      [&](const auto& p) {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, aarch64::Paging>) {
+          j["mair_el1"] = hex(p.features().mair.mair_value());
+          j["tnsz"] = p.tnsz();
+        } else if constexpr (std::is_same_v<P, riscv::Paging>) {
+          j["satp_mode"] = unsigned(p.mode());
+        }
+      },
+      f.core());
+  std::ofstream side(file + ".json", std::ios::trunc);
+  side << j.dump(2) << "\n";
+  if (!side) throw UsageError(fmt::format("--out {}.json: cannot write", file));
+}
+
+}  // namespace ptkit::tool
+
+// ---- `ptkit build` -----------------------------------------------------------------
+
+#include <iostream>
+
+#include "commands.hpp"
+
+namespace ptkit::tool {
+
+int cmd_build(const BuildArgs& a) {
+  const Layout layout = a.layout.empty() ? parse_layout_text(builtin_layout_text(), kBuiltinName)
+                                         : parse_layout_file(a.layout);
+  const BuildResult b = build_layout(layout, a.format);
+  if (!a.out.empty()) write_out(b, a.out);
+  if (a.json) {
+    std::cout << build_json(b).dump(2) << "\n";
+  } else if (a.dump) {
+    std::cout << dump_text(b.walk, b.format, b.markers);
+  } else {
+    std::cout << build_summary(b);
+  }
+  return kExitOk;
+}
+
+}  // namespace ptkit::tool

@@ -1,0 +1,58 @@
+// `ptkit build`: a layout (layout.hpp) and a format become page tables in a
+// host buffer standing for the table area's physical memory, built by the
+// core (AddressSpace, early::map_image) with the bump allocator over the
+// table area.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dump.hpp"
+#include "formats.hpp"
+#include "layout.hpp"
+
+namespace ptkit::tool {
+
+/// One range the layout asked for, resolved for the format (an image
+/// contributes one per section, a direct map one per RAM range).
+struct Placed {
+  std::string name;
+  MapKind kind = MapKind::Fixed;
+  u64 va = 0;
+  u64 pa = 0;
+  u64 size = 0;
+  Attrs attrs{};
+};
+
+struct BuildResult {
+  Format format;  // AArch64: with the half the layout's addresses are in
+  u64 base = 0;   // physical base of the table area
+  u64 root = 0;
+  u64 used_bytes = 0;     // from base to the last table handed out
+  std::vector<u64> area;  // the table area, as 64-bit words
+  std::vector<Placed> placed;
+  std::vector<Marker> markers;
+  DumpResult walk;  // the tables read back by the reference walker
+
+  [[nodiscard]] MemoryImage image() const;
+};
+
+/// Builds the tables. `format_option` (--format) overrides the layout's
+/// `format`; an unknown one is a UsageError, an unknown one in the layout an
+/// InputError. Everything wrong with the layout is an InputError naming its
+/// file and line.
+BuildResult build_layout(const Layout& layout, const std::optional<std::string>& format_option);
+
+/// `build --json`: format, root, tables, tables_per_level, leaves,
+/// table_bytes, the table area and the mappings.
+nlohmann::ordered_json build_json(const BuildResult& b);
+/// A one-paragraph summary for people (`build` without --json or --dump).
+std::string build_summary(const BuildResult& b);
+/// `--out FILE`: the used table area as a blob at FILE and FILE.json, the
+/// sidecar a loader reads (format, root, base, size, and per architecture
+/// the register values the tables assume).
+void write_out(const BuildResult& b, const std::string& file);
+
+}  // namespace ptkit::tool

@@ -1,0 +1,40 @@
+// The commands main.cpp wires to the command line. Each returns the exit
+// status (util.hpp) and throws UsageError or InputError for the caller to
+// report.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "util.hpp"
+
+namespace ptkit::tool {
+
+int cmd_formats();
+
+struct BuildArgs {
+  std::string layout;  // empty: the built-in example
+  std::optional<std::string> format;
+  std::string out;
+  bool dump = false;
+  bool json = false;
+};
+int cmd_build(const BuildArgs& a);
+
+struct DumpArgs {
+  std::string memory;
+  std::string root;
+  std::string base = "0";
+  std::string format;
+  std::string half = "lower";
+  bool json = false;
+};
+int cmd_dump(const DumpArgs& a);
+
+struct CheckArgs {
+  std::string trace;
+  bool json = false;
+};
+int cmd_check(const CheckArgs& a);
+
+}  // namespace ptkit::tool

@@ -1,0 +1,284 @@
+#include "dump.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "ptkit/sim/memory.hpp"
+
+namespace ptkit::tool {
+
+std::string perm_string(bool r, bool w, bool x) {
+  return fmt::format("{}{}{}", r ? 'r' : '-', w ? 'w' : '-', x ? 'x' : '-');
+}
+
+bool Run::extends(const Run& next) const {
+  return next.va == va + size && next.pa == pa + size && next.level == level &&
+         std::equal(read, read + 2, next.read) && std::equal(write, write + 2, next.write) &&
+         std::equal(exec, exec + 2, next.exec) && next.global == global &&
+         next.mem_index == mem_index && next.leaf_bits == leaf_bits;
+}
+
+namespace {
+
+class Walker {
+ public:
+  Walker(const MemoryImage& mem, u64 root, const Format& format, const WalkLimits& limits)
+      : mem_(mem),
+        root_(root),
+        format_(format),
+        limits_(limits),
+        ops_(sim::ops_for(format.mmu().arch)),
+        cfg_(format.mmu()) {}
+
+  DumpResult run() {
+    const unsigned top = ops_.levels(cfg_) - 1;
+    const u64 root_bytes = ops_.entries(cfg_, top) * 8;
+    const u64 align = std::min<u64>(root_bytes, format_.page_size());
+    if (root_ % align != 0)
+      throw UsageError(
+          fmt::format("--root {:#x}: a root table must be aligned to {:#x} bytes", root_, align));
+    // Upper-half addresses: AArch64's TTBR1 region has every bit above
+    // va_bits set; x86-64 and RISC-V sign-extend the top bit.
+    upper_prefix_ = format_.is_aarch64() && format_.upper() ? ~u64{0} << format_.va_bits() : 0;
+    walk(top, root_, upper_prefix_, "root table", 0);
+    flush_run();
+    return std::move(out_);
+  }
+
+ private:
+  /// Copies the table at `pa` (at `level`) into the simulator's memory after
+  /// checking it lies inside the image. `from`: who points to it.
+  void load(u64 pa, u64 bytes, const std::string& from) {
+    const u64 end = mem_.base + mem_.size;
+    if (pa < mem_.base || pa >= end) {
+      throw InputError(fmt::format(
+          "{}: {} at pa {:#x} is outside the image (pa {:#x}-{:#x}, {} bytes from --base)",
+          mem_.name, from, pa, mem_.base, end, mem_.size));
+    }
+    const u64 offset = pa - mem_.base;
+    if (bytes > mem_.size - offset) {
+      throw InputError(fmt::format(
+          "{}: {} at pa {:#x} (offset {:#x}) needs {} bytes but the image ends at offset {:#x}: "
+          "truncated image?",
+          mem_.name, from, pa, offset, bytes, mem_.size));
+    }
+    if (loaded_.insert(pa).second) {
+      for (u64 k = 0; k < bytes; k += 8) {
+        u64 word;
+        std::memcpy(&word, mem_.data + offset + k, 8);
+        sim_.write64(pa + k, word);
+      }
+    }
+  }
+
+  [[nodiscard]] u64 entry(u64 pa, u64 index) const {
+    u64 word;
+    std::memcpy(&word, mem_.data + (pa - mem_.base) + index * 8, 8);
+    return word;
+  }
+
+  [[nodiscard]] u64 canonical(u64 va) const {
+    if (format_.is_aarch64()) return va;  // the prefix is already there
+    const unsigned bits = format_.va_bits();
+    const unsigned shift = 64 - bits;
+    return static_cast<u64>(static_cast<std::int64_t>(va << shift) >> shift);
+  }
+
+  void walk(unsigned level, u64 table, u64 va_base, const std::string& from, unsigned depth) {
+    const u64 n = ops_.entries(cfg_, level);
+    load(table, n * 8, from);
+    for (unsigned d = 0; d < depth; ++d) {
+      if (path_[d] == table) {
+        throw InputError(fmt::format(
+            "{}: {} at pa {:#x} (offset {:#x}) is also a table higher up the same walk: the "
+            "tables loop (recursive mappings are not supported)",
+            mem_.name, from, table, table - mem_.base));
+      }
+    }
+    path_[depth] = table;
+    ++out_.tables_per_level[level];
+    const unsigned shift = ops_.entry_shift(cfg_, level);
+    for (u64 i = 0; i < n; ++i) {
+      if (++entries_read_ > limits_.max_entries) {
+        throw InputError(fmt::format(
+            "{}: walk stopped after {} descriptors: tables shared by many entries or looping",
+            mem_.name, limits_.max_entries));
+      }
+      const u64 raw = entry(table, i);
+      const sim::Descriptor d = ops_.decode(cfg_, raw, level);
+      const u64 va = canonical(va_base | (i << shift));
+      switch (d.kind) {
+        case sim::Descriptor::Kind::Invalid: break;
+        case sim::Descriptor::Kind::Reserved:
+          if (out_.reserved_entries++ == 0) {
+            out_.first_reserved =
+                fmt::format("{} entry {} of the table at pa {:#x} (va {:#x}): raw {:#018x}",
+                            format_.level_name(level), i, table, va, raw);
+          }
+          break;
+        case sim::Descriptor::Kind::Table:
+          if (level == 0) break;  // no walker decodes a table at level 0
+          walk(level - 1, d.pa, va_base | (i << shift),
+               fmt::format("{} table (from {} entry {} of the table at pa {:#x})",
+                           format_.level_name(level - 1), format_.level_name(level), i, table),
+               depth + 1);
+          break;
+        case sim::Descriptor::Kind::Leaf: leaf(level, va, d); break;
+      }
+    }
+  }
+
+  void leaf(unsigned level, u64 va, const sim::Descriptor& d) {
+    if (++leaves_ > limits_.max_leaves) {
+      throw InputError(
+          fmt::format("{}: walk stopped after {} leaves", mem_.name, limits_.max_leaves));
+    }
+    const u64 size = u64{1} << ops_.entry_shift(cfg_, level);
+    ++out_.leaves_per_size[size];
+    // The effective permissions are the reference walker's: it combines the
+    // levels (x86 R/W, U/S, XD; Arm APTable, XNTable) as the manuals say.
+    const sim::Translation t = ops_.translate(cfg_, sim_, root_, va);
+    Run r;
+    r.va = va;
+    r.size = size;
+    r.pa = t.ok() ? t.pa : d.pa;
+    r.level = level;
+    r.leaf_size = size;
+    for (int u = 0; u < 2; ++u) {
+      r.read[u] = t.read[u];
+      r.write[u] = t.write[u];
+      r.exec[u] = t.exec[u];
+    }
+    r.global = d.global;
+    r.mem_index = d.mem_index;
+    if (!t.ok()) {
+      r.leaf_bits = fmt::format("fault: {}", sim::to_string(t.fault));
+    } else {
+      const bool user = t.read[1] || t.write[1] || t.exec[1];
+      if (d.write != t.write[0] || d.user != user || d.exec_priv != t.exec[0]) {
+        r.leaf_bits = fmt::format("leaf bits: {}{}", perm_string(d.read, d.write, d.exec_priv),
+                                  d.user ? " user" : "");
+      }
+    }
+    if (have_run_ && run_.extends(r)) {
+      run_.size += r.size;
+      return;
+    }
+    flush_run();
+    run_ = r;
+    have_run_ = true;
+  }
+
+  void flush_run() {
+    if (have_run_) out_.runs.push_back(run_);
+    have_run_ = false;
+  }
+
+  const MemoryImage& mem_;
+  u64 root_;
+  const Format& format_;
+  WalkLimits limits_;
+  const sim::ArchOps& ops_;
+  sim::MmuConfig cfg_;
+  sim::PhysMemory sim_;
+  std::set<u64> loaded_;
+  u64 path_[8] = {};
+  u64 upper_prefix_ = 0;
+  u64 entries_read_ = 0;
+  u64 leaves_ = 0;
+  DumpResult out_;
+  Run run_;
+  bool have_run_ = false;
+};
+
+}  // namespace
+
+DumpResult walk_tables(const MemoryImage& mem, u64 root, const Format& format,
+                       const WalkLimits& limits) {
+  return Walker(mem, root, format, limits).run();
+}
+
+std::vector<Marker> half_markers(const Format& format) {
+  if (format.is_aarch64()) return {{0, format.upper() ? "TTBR1 region" : "TTBR0 region"}};
+  return {{0, "lower half"}, {format.upper_start(), "upper half"}};
+}
+
+std::string dump_text(const DumpResult& d, const Format& format, std::vector<Marker> markers) {
+  std::stable_sort(markers.begin(), markers.end(),
+                   [](const Marker& a, const Marker& b) { return a.va < b.va; });
+  std::string out = fmt::format("# {:<35} {:>7}  {:<18}  kern user glb mem    level\n",
+                                "virtual start-end", "size", "physical");
+  std::size_t next = 0;
+  for (const Run& r : d.runs) {
+    while (next < markers.size() && markers[next].va <= r.va)
+      out += fmt::format("---[ {} ]---\n", markers[next++].name);
+    out += fmt::format("{}-{} {:>7}  {}  {}  {}  {} {:<6} {}{}{}\n", hex(r.va), hex(r.va + r.size),
+                       size_name(r.size), hex(r.pa), perm_string(r.read[0], r.write[0], r.exec[0]),
+                       perm_string(r.read[1], r.write[1], r.exec[1]), r.global ? "GLB" : "   ",
+                       format.mem_name(r.mem_index), format.level_name(r.level),
+                       r.leaf_bits.empty() ? "" : "  ", r.leaf_bits);
+  }
+  return out;
+}
+
+nlohmann::ordered_json dump_json(const DumpResult& d, const Format& format) {
+  nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+  for (const Run& r : d.runs) {
+    nlohmann::ordered_json j = {
+        {"va", hex(r.va)},
+        {"size", r.size},
+        {"pa", hex(r.pa)},
+        {"leaf", size_name(r.leaf_size)},
+        {"level", format.level_name(r.level)},
+        {"perms", perm_string(r.read[0], r.write[0], r.exec[0])},
+        {"user", perm_string(r.read[1], r.write[1], r.exec[1])},
+        {"global", r.global},
+        {"mem", format.mem_name(r.mem_index)},
+    };
+    if (!r.leaf_bits.empty()) j["note"] = r.leaf_bits;
+    arr.push_back(std::move(j));
+  }
+  return arr;
+}
+
+}  // namespace ptkit::tool
+
+// ---- `ptkit dump` ------------------------------------------------------------------
+
+#include <iostream>
+
+#include "commands.hpp"
+
+namespace ptkit::tool {
+
+int cmd_dump(const DumpArgs& a) {
+  if (a.half != "lower" && a.half != "upper")
+    throw UsageError(fmt::format("--half: expected lower or upper, got '{}'", a.half));
+  const Format format = Format::from_name(a.format, a.half == "upper");
+  const u64 root = parse_option_number("--root", a.root);
+  const u64 base = parse_option_number("--base", a.base);
+  const auto bytes = read_file(a.memory);
+  if (bytes.size() > ~base)
+    throw InputError(
+        fmt::format("{}: {} bytes from --base {:#x} run past the top of physical "
+                    "memory",
+                    a.memory, bytes.size(), base));
+  const MemoryImage mem{bytes.data(), bytes.size(), base, a.memory};
+  const DumpResult d = walk_tables(mem, root, format);
+  if (d.reserved_entries != 0) {
+    std::cerr << fmt::format(
+        "ptkit dump: warning: {} entries with reserved encodings skipped; "
+        "first: {}\n",
+        d.reserved_entries, d.first_reserved);
+  }
+  if (a.json)
+    std::cout << dump_json(d, format).dump(2) << "\n";
+  else
+    std::cout << dump_text(d, format, half_markers(format));
+  return kExitOk;
+}
+
+}  // namespace ptkit::tool

@@ -1,0 +1,99 @@
+// ptkit: the command-line tool (issue 7). This file only wires the command
+// line to the commands (commands.hpp) and turns errors into exit statuses:
+// 0 ok, 1 usage, 2 bad input, 3 findings.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "commands.hpp"
+
+using namespace ptkit::tool;
+
+int main(int argc, char** argv) {
+  CLI::App app{"ptkit: build, dump and check page tables (x86-64, AArch64, RISC-V)", "ptkit"};
+  app.set_version_flag("--version", std::string("ptkit ") + PTKIT_VERSION);
+  app.require_subcommand(1);
+  app.footer(
+      "Exit status: 0 ok, 1 usage error, 2 bad input (the message names file and line or\n"
+      "offset), 3 findings (check). Addresses take hex (0x...) or decimal, sizes K/M/G/T.\n"
+      "Examples:\n"
+      "  ptkit formats\n"
+      "  ptkit build --dump\n"
+      "  ptkit build examples/board.toml --format riscv-sv39 --json\n"
+      "  ptkit dump tables.bin --root 0x1000000 --base 16M --format x86_64-4l\n"
+      "  ptkit check trace.txt");
+
+  CLI::App* formats = app.add_subcommand("formats", "List the paging formats --format takes");
+  formats->footer("Example:\n  ptkit formats");
+
+  BuildArgs build;
+  CLI::App* b = app.add_subcommand(
+      "build", "Build page tables for a layout (without LAYOUT: the built-in kernel example)");
+  b->add_option("layout", build.layout, "Layout file (docs/layout-format.md)");
+  b->add_option("--format", build.format, "Paging format (ptkit formats); overrides the layout's");
+  b->add_option("--out", build.out,
+                "Write the table area as a binary blob to FILE and its description to FILE.json");
+  b->add_flag("--dump", build.dump, "Print the mappings like Linux's ptdump");
+  b->add_flag("--json", build.json,
+              "Print statistics as JSON (format, root, tables, leaves, table_bytes, mappings)");
+  b->footer(
+      "An unknown --format is a usage error (exit 1); an unknown 'format' in the layout is bad\n"
+      "input (exit 2), like every other layout error.\n"
+      "Examples:\n"
+      "  ptkit build --dump                           # the built-in example, x86_64-4l\n"
+      "  ptkit build --format aarch64-4k-48 --json\n"
+      "  ptkit build examples/kernel.toml --format riscv-sv48 --out tables.bin");
+
+  DumpArgs dump;
+  CLI::App* d = app.add_subcommand("dump", "Print the page tables found in a raw memory image");
+  d->add_option("memory", dump.memory, "Raw physical memory image (offset 0 = --base)")->required();
+  d->add_option("--root", dump.root,
+                "Physical address of the root table (CR3, TTBRn, satp PPN<<12)")
+      ->required();
+  d->add_option("--format", dump.format, "Paging format (ptkit formats)")->required();
+  d->add_option("--base", dump.base, "Physical address of the image's first byte (default 0)");
+  d->add_option("--half", dump.half, "AArch64: lower (TTBR0) or upper (TTBR1) region")
+      ->capture_default_str();
+  d->add_flag("--json", dump.json, "Print an array of {va, size, pa, leaf, perms, ...}");
+  d->footer(
+      "Tables outside the image, truncated images and tables that loop are reported as bad\n"
+      "input (exit 2) with the physical address and offset concerned.\n"
+      "Examples:\n"
+      "  ptkit build --out tables.bin && \\\n"
+      "    ptkit dump tables.bin --base 16M --root 16M --format x86_64-4l\n"
+      "  ptkit dump mem.bin --root 0x40001000 --base 0x40000000 --format aarch64-4k-48 "
+      "--half upper --json");
+
+  CheckArgs check;
+  CLI::App* c = app.add_subcommand("check", "Run the simulator's rule checker on a trace");
+  c->add_option("trace", check.trace, "Trace file (docs/trace-format.md)")->required();
+  c->add_flag("--json", check.json, "Print the violations as JSON");
+  c->footer(
+      "Exit status 3 when the trace breaks a rule; each violation names the event, the rule\n"
+      "and the manual's section.\n"
+      "Examples:\n"
+      "  ptkit check trace.txt\n"
+      "  ptkit check trace.txt --json");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  try {
+    if (formats->parsed()) return cmd_formats();
+    if (b->parsed()) return cmd_build(build);
+    if (d->parsed()) return cmd_dump(dump);
+    if (c->parsed()) return cmd_check(check);
+  } catch (const UsageError& e) {
+    std::cerr << "ptkit: " << e.what() << "\n";
+    return kExitUsage;
+  } catch (const InputError& e) {
+    std::cerr << "ptkit: " << e.what() << "\n";
+    return kExitBadInput;
+  }
+  return kExitUsage;
+}
