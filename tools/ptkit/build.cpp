@@ -118,7 +118,7 @@ std::string describe(const Failure& f, const Format& format) {
   if (f.error == Error::Unaligned && f.alignment != 0)
     s += fmt::format(" (needs {} alignment)", size_name(f.alignment));
   if (f.error == Error::OutOfTables)
-    s += fmt::format(" ({} more table pages needed; raise [tables] size)", f.needed);
+    s += fmt::format(" (this map needs {} more table pages; raise [tables] size)", f.needed);
   return s;
 }
 
@@ -163,7 +163,7 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
                                    what, m.mem));
     MapOptions opts;
     opts.leaf_sizes = leaf_sizes_upto(m, f);
-    if (m.kind != MapKind::Image) out.markers.push_back({va, m.name});
+    if (m.kind == MapKind::Fixed || m.kind == MapKind::Mmio) out.markers.push_back({va, m.name});
 
     auto check_attrs = [&](const Attrs& a, const Where& w, const std::string& subject) {
       if (!f.can_express(a))
@@ -180,8 +180,11 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
       case MapKind::Direct: {
         const Attrs a{parse_perm(m.perm, m.where, what), mem, m.global};
         check_attrs(a, m.where, what);
+        bool first = true;
         for (const MemRange& r : layout.memory) {
           if (r.kind != MemKind::Ram) continue;
+          if (first) out.markers.push_back({va + r.base, m.name});
+          first = false;
           if (r.base > ~va)
             fail_at(m.where, fmt::format("{}: RAM at {:#x} lands beyond the top of the address "
                                          "space",

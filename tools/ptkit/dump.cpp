@@ -213,7 +213,8 @@ std::string dump_text(const DumpResult& d, const Format& format, std::vector<Mar
                                 "virtual start-end", "size", "physical");
   std::size_t next = 0;
   for (const Run& r : d.runs) {
-    while (next < markers.size() && markers[next].va <= r.va)
+    // Markers inside the run too: adjacent sections alike share one run.
+    while (next < markers.size() && (markers[next].va < r.va || markers[next].va - r.va < r.size))
       out += fmt::format("---[ {} ]---\n", markers[next++].name);
     out += fmt::format("{}-{} {:>7}  {}  {}  {}  {} {:<6} {}{}{}\n", hex(r.va), hex(r.va + r.size),
                        size_name(r.size), hex(r.pa), perm_string(r.read[0], r.write[0], r.exec[0]),
