@@ -125,6 +125,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
     bool succeeded = false;
     if (kind == 0) {
       MapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.existing = variant < 2   ? OnExisting::Error
                    : variant < 4 ? OnExisting::Replace
                                  : OnExisting::Keep;
@@ -151,6 +152,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
       }
     } else if (kind == 1) {
       UnmapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = variant == 0 ? OnHole::Error : OnHole::Skip;
       if (o.holes == OnHole::Error && !ref.all_mapped(va, hi)) {
         expect_ok = false;
@@ -168,6 +170,7 @@ TYPED_TEST(RandomTest, MatchesAnIntervalMapOverLongRandomSequences) {
       }
     } else {
       ProtectOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = variant < 3 ? OnHole::Error : OnHole::Skip;
       o.merge = pick(2) == 0;
       AttrChange c;

@@ -69,6 +69,9 @@ class SpaceTest : public ::testing::Test {
   /// the upper half; AArch64 TTBR0: the top of the lower range).
   u64 space_end() { return s().format().is_canonical(VirtAddr(~u64{0})) ? 0 : lower_end(); }
 
+  // Permission to shatter superpages, for updates that cut one.
+  static constexpr UnmapOptions kSplit{.allow_split = true};
+
   // ---- Checks ---------------------------------------------------------------------
 
   /// Runs `update`, which must fail with `e`, and checks that no table byte
@@ -350,7 +353,12 @@ TYPED_TEST(SpaceTest, UnmapSplitsASuperpageAtTheRangeEnds) {
   auto& s = this->s();
   const u64 P = this->page(), B = this->block(), va = this->va(), pa = this->pa();
   ASSERT_TRUE(s.map(VirtAddr(va), PhysAddr(pa), B, this->kRw).ok());
-  auto r = s.unmap(VirtAddr(va + 16 * P), 2 * P);
+  // Shattering a superpage needs the caller's permission, per call.
+  auto f = this->expect_rejected(Error::SplitForbidden,
+                                 [&] { return s.unmap(VirtAddr(va + 16 * P), 2 * P); });
+  EXPECT_EQ(f.va.value(), va);
+  EXPECT_EQ(f.level, 1);
+  auto r = s.unmap(VirtAddr(va + 16 * P), 2 * P, this->kSplit);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stats.splits, 1u);
   const auto l = this->leaves(va, B);
@@ -364,8 +372,8 @@ TYPED_TEST(SpaceTest, UnmapSplitsASuperpageAtTheRangeEnds) {
   ASSERT_TRUE(s.map(VirtAddr(va + B), PhysAddr(pa), B, this->kRw).ok());
   UnmapOptions no_split;
   no_split.allow_split = false;
-  auto f = this->expect_rejected(Error::SplitForbidden,
-                                 [&] { return s.unmap(VirtAddr(va + B + P), P, no_split); });
+  f = this->expect_rejected(Error::SplitForbidden,
+                            [&] { return s.unmap(VirtAddr(va + B + P), P, no_split); });
   EXPECT_EQ(f.va.value(), va + B);
   EXPECT_EQ(f.level, 1);
 }
@@ -375,7 +383,9 @@ TYPED_TEST(SpaceTest, ProtectSplitsOnlyAtTheEnds) {
   const u64 P = this->page(), B = this->block(), va = this->va();
   const u64 n = this->pages_per_block(), half = n / 2;
   ASSERT_TRUE(s.map(VirtAddr(va), PhysAddr(this->pa()), 4 * B, this->kRw).ok());
-  auto r = s.protect(VirtAddr(va + B / 2), 3 * B, AttrChange{Perm::X, Perm::W});
+  ProtectOptions split;
+  split.allow_split = true;
+  auto r = s.protect(VirtAddr(va + B / 2), 3 * B, AttrChange{Perm::X, Perm::W}, split);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stats.splits, 2u);
   const auto l = this->leaves(va, 4 * B);
@@ -422,6 +432,7 @@ TYPED_TEST(SpaceTest, MergeFoldsAFullUniformTableIntoASuperpage) {
   // Protect splits it again; protecting the rest back merges it again.
   ProtectOptions p;
   p.merge = true;
+  p.allow_split = true;
   ASSERT_TRUE(s.protect(VirtAddr(va), P, AttrChange{Perm::None, Perm::W}, p).ok());
   EXPECT_EQ(this->leaves(va, B).size(), this->pages_per_block());
   auto back = s.protect(VirtAddr(va), P, AttrChange{Perm::W}, p);
@@ -459,8 +470,12 @@ TYPED_TEST(SpaceTest, ExistingMappingsErrorReplaceOrKeep) {
   }
   EXPECT_TRUE(this->fx.recorder.covers(va + P));
 
-  // Replace inside a superpage splits it and keeps the rest.
+  // Replace inside a superpage splits it (with permission) and keeps the rest.
   ASSERT_TRUE(s.map(VirtAddr(va + B), PhysAddr(pa), B, this->kRw).ok());
+  this->expect_rejected(Error::SplitForbidden, [&] {
+    return s.map(VirtAddr(va + B + B / 2), PhysAddr(0), P, this->kRw, replace);
+  });
+  replace.allow_split = true;
   auto r = s.map(VirtAddr(va + B + B / 2), PhysAddr(0), P, this->kRw, replace);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stats.splits, 1u);
@@ -482,6 +497,7 @@ TYPED_TEST(SpaceTest, LiveRangesAreNeverMadeInvalid) {
   // format can split without a break.
   ProtectOptions p;
   p.live = LiveRanges{&stack, 1};
+  p.allow_split = true;
   const bool breaks =
       s.format().needs_break(Entry::leaf(PhysAddr(0), {}), Entry::table(PhysAddr(0)), true);
   if (breaks) {
@@ -579,7 +595,7 @@ TYPED_TEST(SpaceTest, PlanPredictsTablesAndChangesNothing) {
     EXPECT_EQ(done->stats.tables_allocated, plan->tables_needed) << std::hex << c.va;
     ASSERT_TRUE(s.unmap(VirtAddr(c.va), c.size).ok());
   }
-  auto plan = s.plan_unmap(VirtAddr(va + P), P);
+  auto plan = s.plan_unmap(VirtAddr(va + P), P, this->kSplit);
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan->splits, 1u);
   EXPECT_EQ(plan->tables_needed, 1u);
@@ -601,7 +617,7 @@ TYPED_TEST(SpaceTest, UpperHalfAndTopOfTheAddressSpace) {
   ASSERT_TRUE(q.ok());
   EXPECT_EQ(q->pa.value(), pa);
   EXPECT_EQ(q->size, B);
-  ASSERT_TRUE(s.unmap(VirtAddr(end - P), P).ok());
+  ASSERT_TRUE(s.unmap(VirtAddr(end - P), P, this->kSplit).ok());
   EXPECT_EQ(this->leaves(top, B).size(), this->pages_per_block() - 1);
   ASSERT_TRUE(s.unmap(VirtAddr(top), B).ok());
   EXPECT_EQ(this->fx.tables_in_use(), 1u);

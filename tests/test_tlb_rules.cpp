@@ -198,15 +198,17 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
     Status st = Ok{};
     if (kind == 0) {
       MapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.existing = pick(2) ? OnExisting::Replace : OnExisting::Keep;
       o.merge = pick(2) == 0;
       auto r = s.map(VirtAddr(va), PhysAddr(pa), size, choices[pick(3)], o);
       ASSERT_TRUE(r.ok()) << to_string(r.error());
     } else if (kind == 1) {
-      auto r = s.unmap(VirtAddr(va), size);
+      auto r = s.unmap(VirtAddr(va), size, UnmapOptions{.allow_split = true});
       ASSERT_TRUE(r.ok()) << to_string(r.error());
     } else {
       ProtectOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = OnHole::Skip;
       o.merge = pick(2) == 0;
       AttrChange c{pick(2) ? Perm::W : Perm::None, pick(2) ? Perm::X : Perm::W};

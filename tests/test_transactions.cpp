@@ -47,10 +47,13 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
     SCOPED_TRACE(::testing::Message() << "seed " << seed << " op " << op << " kind " << kind
                                       << std::hex << " va " << va << " size " << size);
     MapOptions mo;
+    mo.allow_split = true;  // random ops may cut superpages
     mo.existing = OnExisting::Replace;
     mo.merge = pick(2) == 0;
     UnmapOptions uo;
+    uo.allow_split = true;  // random ops may cut superpages
     ProtectOptions po;
+    po.allow_split = true;  // random ops may cut superpages
     po.holes = OnHole::Skip;
     po.merge = pick(2) == 0;
 

@@ -41,10 +41,18 @@ struct LiveRanges {
   }
 };
 
+// Shattering: an update that covers only part of a superpage must split it
+// into a table first, which takes a table page and, where the format needs a
+// break (Arm without FEAT_BBM level 2), makes the whole superpage invalid for
+// an instant. That is never done silently: the caller grants it per call with
+// allow_split, and even then the split is refused (LiveRangeBroken) when the
+// break would touch a live range or the table being edited. A split that
+// cannot get its table fails before any write (SplitForbidden / OutOfTables).
+
 struct MapOptions {
   LeafSizes leaf_sizes = kAnyLeafSize;
   OnExisting existing = OnExisting::Error;
-  bool allow_split = true;      // Replace may split a superpage at the range's ends
+  bool allow_split = false;     // Replace may split a live superpage (see Shattering)
   bool merge = false;           // fold full, uniform tables back into superpages
   bool contiguous_hint = true;  // set the format's contiguous hint on aligned
                                 // runs this map writes whole
@@ -54,14 +62,14 @@ struct MapOptions {
 
 struct UnmapOptions {
   OnHole holes = OnHole::Skip;
-  bool allow_split = true;
+  bool allow_split = false;
   LiveRanges live{};
   TlbMode tlb = TlbMode::FlushNow;
 };
 
 struct ProtectOptions {
   OnHole holes = OnHole::Error;
-  bool allow_split = true;
+  bool allow_split = false;
   bool merge = false;
   LeafSizes leaf_sizes = kAnyLeafSize;  // sizes a merge may produce
   LiveRanges live{};

@@ -188,7 +188,7 @@ class AddressSpace {
     LeafSizes leaf_sizes = kAnyLeafSize;
     OnExisting existing = OnExisting::Error;
     OnHole holes = OnHole::Skip;
-    bool allow_split = true;
+    bool allow_split = false;
     bool merge = false;
     bool contiguous_hint = false;
     LiveRanges live{};
@@ -364,7 +364,7 @@ class AddressSpace {
 
   /// Publishes the writes, then does (or defers) the TLB work and frees.
   Outcome finish(Ctx& c) {
-    sink_.publish();
+    publish();
     TlbBatch& batch = c.token.batch();
     if (c.req.tlb == TlbMode::Defer) return Outcome{c.stats, static_cast<FlushToken&&>(c.token)};
     if (!batch.empty()) issue_invalidation(batch, &c.stats);
@@ -372,6 +372,21 @@ class AddressSpace {
     c.token.clear_batch();
     c.token.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
     return Outcome{c.stats, FlushToken{}};
+  }
+
+  /// Makes every entry write so far visible to the walker: a writer that
+  /// batches (Xen PV's mmu_update) sends its batch first.
+  void publish() {
+    if constexpr (requires { writer_.flush(); }) writer_.flush();
+    sink_.publish();
+  }
+
+  /// Entries about to be read directly may still sit in a batching writer's
+  /// queue; such a writer sends them first.
+  void before_read(const u64* first, u64 count) const {
+    if constexpr (requires(Writer & w) { w.before_read(first, count); })
+      const_cast<Writer&>(writer_).before_read(
+          first, count);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   }
 
   void issue_invalidation(const TlbBatch& batch, OpStats* stats) {
@@ -388,7 +403,7 @@ class AddressSpace {
   /// token cannot hold more, do that work now rather than grow without bound.
   void free_later(Ctx& c, PhysAddr table) {
     if (c.token.frees_full()) {
-      sink_.publish();
+      publish();
       if (!c.token.batch().empty()) issue_invalidation(c.token.batch(), &c.stats);
       sink_.complete();
       c.token.clear_batch();
@@ -431,13 +446,17 @@ class AddressSpace {
     // Access policies are logically const: reaching a table does not change it.
     auto& access = const_cast<Access&>(access_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
     u64* ptr = access.table(table);
+    before_read(&ptr[index], 1);
     const u64 raw = __atomic_load_n(&ptr[index], __ATOMIC_RELAXED);
     access.done(ptr);
     return raw;
   }
 
   u64 read(const View& v, unsigned level, unsigned index) const {
-    if (!v.synthetic) return __atomic_load_n(&v.ptr[index], __ATOMIC_RELAXED);
+    if (!v.synthetic) {
+      before_read(&v.ptr[index], 1);
+      return __atomic_load_n(&v.ptr[index], __ATOMIC_RELAXED);
+    }
     return format_.encode(split_piece(v.split_of, level, index), level);
   }
 
@@ -559,7 +578,7 @@ class AddressSpace {
       return true;
     }
     const PhysAddr table = new_table(c, level - 1, lo, hi);
-    sink_.publish();  // the new table's contents reach the walker before the link
+    publish();  // the new table's contents reach the walker before the link
     store(c, view, level, i, format_.encode(Entry::table(table), level));
     return true;
   }
@@ -668,6 +687,7 @@ class AddressSpace {
   }
 
   bool table_empty(const View& v, unsigned level) const {
+    before_read(v.ptr, entries(level));
     for (u64 i = 0; i < entries(level); ++i)
       if (format_.is_valid_raw(v.ptr[i], level)) return false;
     return true;
@@ -726,7 +746,7 @@ class AddressSpace {
     if (raw == read(view, level, i)) return true;
     const u64 last = base + leaf_size(level) - 1;
     const bool brk = format_.needs_break(old_entry, new_entry, false);
-    if (brk && c.req.live.intersects(base, last))
+    if (brk && breaks_live(c, view, base, last))
       return fail(c, Error::LiveRangeBroken, base, old_entry.pa, level);
     ++c.stats.leaves_written;
     if (brk) ++c.stats.breaks;
@@ -738,6 +758,25 @@ class AddressSpace {
     return true;
   }
 
+  /// Whether a break of [first, last] would invalidate a declared live range
+  /// or the table being edited itself: with an access policy that reaches
+  /// tables through this address space (`space_va`), the rest of the sequence
+  /// writes `view` through that address, which would fault. Tables the same
+  /// update creates are not known in the plan pass; their pages come from the
+  /// allocator, whose window a caller declares live where it matters.
+  bool breaks_live(const Ctx& c, const View& view, u64 first, u64 last) const {
+    if (c.req.live.intersects(first, last)) return true;
+    if constexpr (requires(const Access& a, const u64* p) {
+                    { a.space_va(p) } -> std::same_as<VirtAddr>;
+                  }) {
+      if (view.synthetic || view.ptr == nullptr) return false;
+      const u64 lo = access_.space_va(view.ptr).value();
+      const u64 hi = lo + entries(0) * sizeof(u64) - 1;
+      return lo <= last && first <= hi;
+    }
+    return false;
+  }
+
   /// Break-before-make: invalid entries, the walker sees them, the TLB
   /// forgets the old translations, and only then may new valid entries be
   /// written. `tables`: the entries pointed to tables, whose leaves are a
@@ -747,7 +786,7 @@ class AddressSpace {
                  u64 last, bool global, bool tables) {
     const u64 invalid = format_.encode(Entry::invalid(), level);
     for (unsigned k = 0; k < count; ++k) store(c, view, level, first + k, invalid);
-    sink_.publish();
+    publish();
     const unsigned stride = span_shift_[tables ? level - 1 : level];
     sink_.invalidate(TlbRange{VirtAddr(base), VirtAddr(last), stride, global, tables});
     sink_.complete();
@@ -763,7 +802,7 @@ class AddressSpace {
     PTKIT_INVARIANT(!e.contiguous);  // callers take the run apart first
     if (!c.req.allow_split) return fail(c, Error::SplitForbidden, base, e.pa, level);
     const bool brk = format_.needs_break(e, Entry::table(PhysAddr()), true);
-    if (brk && c.req.live.intersects(base, last))
+    if (brk && breaks_live(c, view, base, last))
       return fail(c, Error::LiveRangeBroken, base, e.pa, level);
     ++c.stats.splits;
     if (brk) ++c.stats.breaks;
@@ -777,7 +816,7 @@ class AddressSpace {
     for (unsigned k = 0; k < entries(level - 1); ++k)
       writer_.store_fresh(&t[k], format_.encode(split_piece(e, level - 1, k), level - 1),
                           WriteSite{pa, k, level - 1});
-    sink_.publish();  // the equivalent table is complete before it is linked
+    publish();  // the equivalent table is complete before it is linked
     if (brk) break_run(c, level, view, i, 1, base, last, e.attrs.global, false);
     store(c, view, level, i, format_.encode(Entry::table(pa), level));
     // The superpage's own TLB entry must go (SDM §4.10.4.2), even though every
@@ -794,8 +833,10 @@ class AddressSpace {
   /// leaf. Opportunistic: skipped where it would break a live range.
   void try_merge(Ctx& c, unsigned level, const View& view, unsigned i, u64 base,
                  const Entry& table) {
+    if (level == 0) return;  // a table at level 0 has no leaves below it to fold
     if (!format_.leaf_allowed(level) || !(c.req.leaf_sizes & leaf_size(level))) return;
     const View child = real(table.pa);
+    before_read(child.ptr, entries(level - 1));
     const u64 step = leaf_size(level - 1);
     const Entry first = entry_at(child.ptr[0], level - 1, base);
     bool uniform = first.is_leaf() && first.pa.is_aligned(leaf_size(level));
@@ -809,7 +850,7 @@ class AddressSpace {
     const Entry merged = Entry::leaf(first.pa, first.attrs, first.kept);
     const u64 last = base + leaf_size(level) - 1;
     const bool brk = format_.needs_break(table, merged, true);
-    if (brk && c.req.live.intersects(base, last)) return;
+    if (brk && breaks_live(c, view, base, last)) return;
     if (brk) {
       break_run(c, level, view, i, 1, base, last, first.attrs.global, true);
       ++c.stats.breaks;
@@ -894,7 +935,7 @@ class AddressSpace {
     }
     if (!changed) return true;
     const bool brk = format_.needs_break(old_first, new_first, equivalent);
-    if (brk && c.req.live.intersects(run_lo, run_hi))
+    if (brk && breaks_live(c, view, run_lo, run_hi))
       return fail(c, Error::LiveRangeBroken, run_lo, old_first.pa, level);
     c.stats.leaves_written += n;
     if (brk) ++c.stats.breaks;

@@ -190,7 +190,14 @@ int exercise(Format format, u64 base, bool has_1g) {
   // Write-protect one 4K page inside the first range: the large leaf is split
   // down to 4K pages, every other address keeps its translation.
   {
-    auto done = space.protect(VirtAddr(va1 + 3 * MiB), 4 * KiB, AttrChange{Perm::None, Perm::W});
+    // Shattering a live superpage needs the caller's permission.
+    auto refused = space.protect(VirtAddr(va1 + 3 * MiB), 4 * KiB, AttrChange{Perm::None, Perm::W});
+    CHECK(!refused.ok() && refused.error() == Error::SplitForbidden);
+    CHECK(count_leaves(space, va1, GiB, 4 * KiB) == 0);
+    ProtectOptions split;
+    split.allow_split = true;
+    auto done =
+        space.protect(VirtAddr(va1 + 3 * MiB), 4 * KiB, AttrChange{Perm::None, Perm::W}, split);
     CHECK(done.ok());
     CHECK(done->stats.splits == (has_1g ? 2u : 1u));
     CHECK(done->stats.tables_allocated == done->stats.splits);

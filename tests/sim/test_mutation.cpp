@@ -356,6 +356,7 @@ Recorded<Config> record(const std::string& format, u64 seed, int ops) {
     const int kind = roll < 9 ? 0 : roll < 15 ? 1 : 2;
     if (kind == 0) {
       MapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.existing = pick(2) ? OnExisting::Replace : OnExisting::Keep;
       o.merge = pick(2) == 0;
       o.contiguous_hint = pick(2) == 0;
@@ -364,10 +365,11 @@ Recorded<Config> record(const std::string& format, u64 seed, int ops) {
       auto r = space.map(VirtAddr(va), PhysAddr(pa), size, a, o);
       if (!r.ok()) std::abort();
     } else if (kind == 1) {
-      auto r = space.unmap(VirtAddr(va), size);
+      auto r = space.unmap(VirtAddr(va), size, UnmapOptions{.allow_split = true});
       if (!r.ok()) std::abort();
     } else {
       ProtectOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = OnHole::Skip;
       o.merge = pick(2) == 0;
       AttrChange c{pick(2) ? Perm::W : Perm::None, pick(2) ? Perm::X : Perm::W};

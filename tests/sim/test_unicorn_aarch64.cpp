@@ -367,14 +367,16 @@ void run_config(const UcConfig& cc, u64 seed, u64 rounds, u64 per_round, UcStats
       touched.emplace_back(va, size);
       if (kind < 6) {
         MapOptions o;
+        o.allow_split = true;  // random ops may cut superpages
         o.existing = OnExisting::Replace;
         o.merge = pick(2) == 0;
         ASSERT_TRUE(
             s.map(VirtAddr(va), PhysAddr(pa), size, choices[pick(std::size(choices))], o).ok());
       } else if (kind < 8) {
-        ASSERT_TRUE(s.unmap(VirtAddr(va), size).ok());
+        ASSERT_TRUE(s.unmap(VirtAddr(va), size, UnmapOptions{.allow_split = true}).ok());
       } else {
         ProtectOptions o;
+        o.allow_split = true;  // random ops may cut superpages
         o.holes = OnHole::Skip;
         AttrChange ch;
         ch.set = Perm(u8(pick(16)) & u8(Perm::W | Perm::User));

@@ -707,6 +707,7 @@ void run_differential(const DiffConfig& dc, u64 seed, u64 ops, DiffStats& stats)
     ++stats.ops;
     if (kind == 0) {
       MapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       const u64 v = pick(4);
       o.existing = v == 0 ? OnExisting::Error : v == 1 ? OnExisting::Keep : OnExisting::Replace;
       o.merge = pick(2) == 0;
@@ -725,11 +726,12 @@ void run_differential(const DiffConfig& dc, u64 seed, u64 ops, DiffStats& stats)
         ref.insert(va, hi, pa, a);
       }
     } else if (kind == 1) {
-      auto r = s.unmap(VirtAddr(va), size);
+      auto r = s.unmap(VirtAddr(va), size, UnmapOptions{.allow_split = true});
       ASSERT_TRUE(r.ok()) << dc.name << " unmap " << hex(va) << ": " << to_string(r.error());
       ref.erase(va, hi);
     } else {
       ProtectOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = OnHole::Skip;
       o.merge = pick(2) == 0;
       AttrChange ch;

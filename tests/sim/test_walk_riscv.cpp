@@ -629,6 +629,7 @@ void run_differential(const Variant& v, u64 seed, u64 n_ops, Totals& totals) {
     bool ok = false;
     if (kind == 0) {
       MapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       const u64 e = pick(6);
       o.existing = e < 2 ? OnExisting::Error : e < 4 ? OnExisting::Replace : OnExisting::Keep;
       o.merge = pick(2) == 0;
@@ -648,6 +649,7 @@ void run_differential(const Variant& v, u64 seed, u64 n_ops, Totals& totals) {
       }
     } else if (kind == 1) {
       UnmapOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = pick(6) == 0 ? OnHole::Error : OnHole::Skip;
       const bool holes = o.holes == OnHole::Error && !ref.all_mapped(va, hi);
       auto r = s.unmap(VirtAddr(va), size, o);
@@ -659,6 +661,7 @@ void run_differential(const Variant& v, u64 seed, u64 n_ops, Totals& totals) {
       }
     } else {
       ProtectOptions o;
+      o.allow_split = true;  // random ops may cut superpages
       o.holes = pick(2) == 0 ? OnHole::Error : OnHole::Skip;
       o.merge = pick(2) == 0;
       AttrChange c;
