@@ -33,6 +33,8 @@ enum class Error : u8 {
   OutOfTables,          // the allocator cannot supply the tables the update needs
   BadConfig,            // a paging configuration the architecture does not define, or
                         // one the declared CPU cannot run
+  TableUnreachable,     // an access policy cannot reach a page table: none covers its
+                        // physical address, or every transient slot is in use
 };
 
 constexpr const char* to_string(Error e) {
@@ -49,6 +51,8 @@ constexpr const char* to_string(Error e) {
     case Error::LiveRangeBroken: return "update would invalidate part of a live range";
     case Error::OutOfTables: return "allocator cannot supply the page tables needed";
     case Error::BadConfig: return "paging configuration not defined by the architecture or CPU";
+    case Error::TableUnreachable:
+      return "page table unreachable: no access policy covers it or no transient slot is free";
   }
   return "unknown error";
 }
