@@ -1,12 +1,14 @@
 // The ptkit tool as users run it: golden outputs of formats and build, the
 // build -> dump round trip for every format, check on traces, and bad input
 // with the exit status and the message it must give.
+#include <elf.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -122,7 +124,7 @@ TEST(ToolFormats, Golden) {
 }
 
 TEST(ToolHelp, EveryCommandHasHelpWithExamples) {
-  for (const char* cmd : {"formats", "build", "dump", "check"}) {
+  for (const char* cmd : {"formats", "build", "image", "dump", "check"}) {
     const Ran r = run({cmd, "--help"});
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << cmd << ":\n" << r.out;
@@ -444,6 +446,325 @@ TEST(ToolBadImage, SharedTablesCannotMakeTheWalkRunAway) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("walk stopped after"), std::string::npos) << r.err;
 }
+
+// ---- image ----------------------------------------------------------------------------
+
+Elf64_Phdr load_segment(u64 vaddr, u64 paddr, u64 memsz, unsigned flags) {
+  Elf64_Phdr p{};
+  p.p_type = PT_LOAD;
+  p.p_flags = flags;
+  p.p_vaddr = vaddr;
+  p.p_paddr = paddr;
+  p.p_memsz = memsz;  // no file bytes: the tool only needs the headers
+  p.p_align = 0x1000;
+  return p;
+}
+
+/// `text` without every occurrence of `part` (a scratch-path prefix).
+std::string without(std::string text, const std::string& part) {
+  for (std::size_t at; (at = text.find(part)) != std::string::npos;) text.erase(at, part.size());
+  return text;
+}
+
+/// A hand-made 64-bit little-endian ELF executable: header and program
+/// headers only (for machines the host compiler cannot target).
+std::string crafted_elf(const std::string& name, unsigned machine,
+                        const std::vector<Elf64_Phdr>& phdrs) {
+  Elf64_Ehdr eh{};
+  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+  eh.e_ident[EI_CLASS] = ELFCLASS64;
+  eh.e_ident[EI_DATA] = ELFDATA2LSB;
+  eh.e_ident[EI_VERSION] = EV_CURRENT;
+  eh.e_type = ET_EXEC;
+  eh.e_machine = Elf64_Half(machine);
+  eh.e_version = EV_CURRENT;
+  eh.e_entry = phdrs.empty() ? 0 : phdrs[0].p_vaddr;
+  eh.e_phoff = sizeof(Elf64_Ehdr);
+  eh.e_ehsize = sizeof(Elf64_Ehdr);
+  eh.e_phentsize = sizeof(Elf64_Phdr);
+  eh.e_phnum = Elf64_Half(phdrs.size());
+  std::string data(reinterpret_cast<const char*>(&eh), sizeof eh);
+  for (const Elf64_Phdr& p : phdrs) data.append(reinterpret_cast<const char*>(&p), sizeof p);
+  const std::string path = tmp(name);
+  write_text(path, data);
+  return path;
+}
+
+const std::vector<Elf64_Phdr> kArmSegments = {
+    load_segment(0xffff000008000000, 0x40200000, 0x201000, PF_R | PF_X),
+    load_segment(0xffff000008400000, 0x40600000, 0x3000, PF_R),
+    load_segment(0xffff000008600000, 0x40800000, 0x400000, PF_R | PF_W)};
+
+TEST(ToolImage, FormatFromEMachine) {
+  struct Case {
+    unsigned machine;
+    std::string format, name;
+    std::vector<Elf64_Phdr> segs;
+  };
+  const std::vector<Case> cases = {
+      {EM_AARCH64, "aarch64-4k-48", "arm64", kArmSegments},
+      {EM_RISCV,
+       "riscv-sv48",
+       "riscv",
+       {load_segment(0xffffffff80000000, 0x80200000, 0x1800, PF_R | PF_X),
+        load_segment(0xffffffff80200000, 0x80400000, 0x200000, PF_R | PF_W)}}};
+  for (const Case& c : cases) {
+    const std::string elf = crafted_elf(c.name + ".elf", c.machine, c.segs);
+    const Ran j = run({"image", elf, "--json"});
+    ASSERT_EQ(j.status, 0) << j.err;
+    const json stats = json::parse(j.out);
+    EXPECT_EQ(stats["format"], c.format);
+    EXPECT_EQ(stats["elf"]["segments"].size(), c.segs.size());
+    expect_golden("image." + c.name + ".json", without(j.out, std::to_string(getpid()) + "-"));
+    const Ran d = run({"image", elf, "--dump"});
+    ASSERT_EQ(d.status, 0) << d.err;
+    expect_golden("image." + c.name + ".dump.txt", without(d.out, std::to_string(getpid()) + "-"));
+  }
+  // A machine without a default needs --format.
+  const std::string mips = crafted_elf("mips.elf", EM_MIPS, kArmSegments);
+  const Ran r = run({"image", mips});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("e_machine 8 has no default paging format; pass --format"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(run({"image", mips, "--format", "aarch64-4k-48"}).status, 0);
+}
+
+TEST(ToolImage, LoadPaRelocatesKeepingOffsets) {
+  const std::string elf = crafted_elf("reloc.elf", EM_AARCH64, kArmSegments);
+  const Ran j = run({"image", elf, "--load-pa", "0x80000000", "--json"});
+  ASSERT_EQ(j.status, 0) << j.err;
+  const json maps = json::parse(j.out)["mappings"];
+  ASSERT_EQ(maps.size(), 3u);
+  EXPECT_EQ(parse_hex(maps[0]["pa"]), 0x80000000u);
+  EXPECT_EQ(parse_hex(maps[1]["pa"]), 0x80400000u);
+  EXPECT_EQ(parse_hex(maps[2]["pa"]), 0x80600000u);
+  EXPECT_EQ(maps[0]["perm"], "r-x-");
+  EXPECT_EQ(maps[1]["perm"], "r---");
+  EXPECT_EQ(maps[2]["perm"], "rw--");
+  // A misaligned --load-pa is a wrong command line (exit 1, like dump's
+  // --root), and nothing is written.
+  const std::string blob = tmp("reloc-bad.bin");
+  const Ran bad = run({"image", elf, "--load-pa", "0x80000800", "--out", blob});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("--load-pa 0x80000800: must be aligned to 4K"), std::string::npos)
+      << bad.err;
+  EXPECT_FALSE(fs::exists(blob));
+  EXPECT_FALSE(fs::exists(blob + ".json"));
+  const Ran big = run({"image", elf, "--align", "2M", "--load-pa", "0x80100000"});
+  EXPECT_EQ(big.status, 1);
+  EXPECT_NE(big.err.find("--load-pa 0x80100000: must be aligned to 2M"), std::string::npos)
+      << big.err;
+}
+
+TEST(ToolImage, LoadPaIgnoresThePaddrs) {
+  // A toolchain that leaves p_paddr 0 (or meaningless): with --load-pa only
+  // the vaddrs count.
+  const std::string elf = crafted_elf("nopaddr.elf", EM_X86_64,
+                                      {load_segment(0xffffffff80000000, 0, 0x1000, PF_R | PF_X),
+                                       load_segment(0xffffffff80001040, 0, 0x100, PF_R | PF_W)});
+  EXPECT_EQ(run({"image", elf}).status, 2);
+  const Ran j = run({"image", elf, "--load-pa", "0x1000000", "--json"});
+  ASSERT_EQ(j.status, 0) << j.err;
+  const json maps = json::parse(j.out)["mappings"];
+  ASSERT_EQ(maps.size(), 2u);
+  EXPECT_EQ(parse_hex(maps[1]["va"]), 0xffffffff80001000u);
+  EXPECT_EQ(parse_hex(maps[1]["pa"]), 0x1001000u);
+}
+
+TEST(ToolImage, TableAreaOptions) {
+  const std::string elf = crafted_elf("tables.elf", EM_AARCH64, kArmSegments);
+  const Ran j = run({"image", elf, "--tables", "0x50000000", "--tables-size", "64K", "--json"});
+  ASSERT_EQ(j.status, 0) << j.err;
+  const json stats = json::parse(j.out);
+  EXPECT_EQ(parse_hex(stats["table_area"]["base"]), 0x50000000u);
+  EXPECT_EQ(stats["table_area"]["size"], 65536);
+  // Right after the image by default: the last segment ends at 0x40c00000.
+  const Ran d = run({"image", elf, "--json"});
+  ASSERT_EQ(d.status, 0) << d.err;
+  EXPECT_EQ(parse_hex(json::parse(d.out)["table_area"]["base"]), 0x40c00000u);
+
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--tables", "0x50000800"}, "--tables 0x50000800: must be aligned to the 4K page"},
+      {{"--tables", "0x40600000"},
+       "--tables 0x40600000: the table area 0x40600000-0x40700000 "
+       "overlaps the image at 0x40200000-0x40c00000"},
+      {{"--tables-size", "6000"}, "--tables-size 0x1770: must be a multiple of the 4K page"},
+      {{"--tables-size", "0"}, "--tables-size 0x0: must be a multiple"},
+      {{"--tables", "0xfffffffffff00000", "--tables-size", "2M"},
+       "the table area runs past the top of physical memory"},
+      {{"--align", "3K"}, "--align 3K: must be a power of two of at least the 4K page"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"image", elf};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const Ran r = run(args);
+    EXPECT_EQ(r.status, 1) << c.args[0];
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+  // Too small for the tables the image needs: the hint names the option.
+  const Ran small = run({"image", elf, "--tables-size", "8K"});
+  EXPECT_EQ(small.status, 2);
+  EXPECT_NE(small.err.find("raise --tables-size"), std::string::npos) << small.err;
+}
+
+TEST(ToolImage, MisalignedSegmentsAreNamed) {
+  const std::string skew =
+      crafted_elf("skew.elf", EM_X86_64,
+                  {load_segment(0xffffffff80000000, 0x200000, 0x1000, PF_R | PF_X),
+                   load_segment(0xffffffff80001000, 0x201800, 0x1000, PF_R)});
+  const Ran r = run({"image", skew});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("segment 1 (vaddr 0xffffffff80001000, paddr 0x201800, memsz 0x1000): "
+                       "vaddr and paddr differ within a page; needs 4K alignment"),
+            std::string::npos)
+      << r.err;
+  const std::string arm = crafted_elf("arm-align.elf", EM_AARCH64, kArmSegments);
+  const Ran a = run({"image", arm, "--align", "2M", "--load-pa", "0x40000000"});
+  EXPECT_EQ(a.status, 0) << a.err;
+  const std::string shared =
+      crafted_elf("shared.elf", EM_X86_64,
+                  {load_segment(0xffffffff80000000, 0x200000, 0x1800, PF_R | PF_X),
+                   load_segment(0xffffffff80001800, 0x201800, 0x1000, PF_R | PF_W)});
+  const Ran sh = run({"image", shared});
+  EXPECT_EQ(sh.status, 2);
+  EXPECT_NE(sh.err.find("segment 1 (vaddr 0xffffffff80001800, paddr 0x201800, memsz 0x1000) "
+                        "shares the page at 0xffffffff80001000 with segment 0"),
+            std::string::npos)
+      << sh.err;
+  EXPECT_NE(sh.err.find("need 4K alignment"), std::string::npos) << sh.err;
+}
+
+TEST(ToolImage, TruncatedAndGarbageFiles) {
+  const std::string garbage = tmp("garbage.elf");
+  write_text(garbage, "this is not an ELF file at all, just text\n");
+  const Ran g = run({"image", garbage});
+  EXPECT_EQ(g.status, 2);
+  EXPECT_NE(g.err.find("garbage.elf: offset 0: not an ELF file"), std::string::npos) << g.err;
+
+  const std::string full = crafted_elf("full.elf", EM_AARCH64, kArmSegments);
+  std::string data = read_text(full);
+  const std::string cut = tmp("cut.elf");
+  write_text(cut, data.substr(0, sizeof(Elf64_Ehdr) + sizeof(Elf64_Phdr) + 10));
+  const Ran c = run({"image", cut});
+  EXPECT_EQ(c.status, 2);
+  EXPECT_NE(c.err.find("program headers at offset 0x40 (3 of 56 bytes) run past the end of the "
+                       "file (130 bytes): truncated?"),
+            std::string::npos)
+      << c.err;
+  write_text(cut, data.substr(0, 30));
+  const Ran h = run({"image", cut});
+  EXPECT_EQ(h.status, 2);
+  EXPECT_NE(h.err.find("truncated ELF header: the file has 30 bytes"), std::string::npos) << h.err;
+
+  data[EI_CLASS] = ELFCLASS32;
+  write_text(cut, data);
+  const Ran k = run({"image", cut});
+  EXPECT_EQ(k.status, 2);
+  EXPECT_NE(k.err.find("offset 4: ELF class 1: only 64-bit"), std::string::npos) << k.err;
+
+  const std::string none = crafted_elf("none.elf", EM_X86_64, {});
+  const Ran n = run({"image", none});
+  EXPECT_EQ(n.status, 2);
+  EXPECT_NE(n.err.find("no program headers"), std::string::npos) << n.err;
+
+  Elf64_Phdr note = load_segment(0, 0, 0x100, PF_R);
+  note.p_type = PT_NOTE;
+  const std::string noload = crafted_elf(
+      "noload.elf", EM_X86_64, {note, load_segment(0xffffffff80000000, 0x200000, 0, PF_R | PF_X)});
+  const Ran nl = run({"image", noload});
+  EXPECT_EQ(nl.status, 2);
+  EXPECT_NE(nl.err.find("noload.elf: no PT_LOAD segment with a size: nothing to map"),
+            std::string::npos)
+      << nl.err;
+}
+
+TEST(ToolImage, BadInputWritesNothing) {
+  const std::string full = crafted_elf("whole.elf", EM_AARCH64, kArmSegments);
+  const std::string data = read_text(full);
+  std::string elf32 = data;
+  elf32[EI_CLASS] = ELFCLASS32;
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"not-elf", "MZ: a PE file, say"},
+      {"elf32", elf32},
+      {"cut-header", data.substr(0, 40)},
+      {"cut-phdrs", data.substr(0, sizeof(Elf64_Ehdr) + sizeof(Elf64_Phdr))}};
+  for (const auto& [name, bytes] : inputs) {
+    const std::string elf = tmp(name + ".elf");
+    write_text(elf, bytes);
+    const std::string blob = tmp(name + ".bin");
+    const Ran r = run({"image", elf, "--out", blob});
+    EXPECT_EQ(r.status, 2) << name;
+    EXPECT_NE(r.err.find(name + ".elf: "), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << name;
+    EXPECT_FALSE(fs::exists(blob)) << name;
+    EXPECT_FALSE(fs::exists(blob + ".json")) << name;
+  }
+  // An existing output is left alone by a failed run.
+  const std::string blob = tmp("kept.bin");
+  ASSERT_EQ(run({"image", full, "--out", blob}).status, 0);
+  const std::string before = read_text(blob);
+  EXPECT_EQ(run({"image", tmp("elf32.elf"), "--out", blob}).status, 2);
+  EXPECT_EQ(read_text(blob), before);
+  // Outputs are renamed into place: no temporary is left behind.
+  EXPECT_FALSE(fs::exists(blob + ".ptkit-tmp"));
+  EXPECT_FALSE(fs::exists(blob + ".json.ptkit-tmp"));
+  // An unwritable --out is a usage error.
+  const Ran w = run({"image", full, "--out", tmp("no-such-dir/tables.bin")});
+  EXPECT_EQ(w.status, 1);
+  EXPECT_NE(w.err.find("no-such-dir/tables.bin: cannot write"), std::string::npos) << w.err;
+}
+
+#ifdef PTKIT_TEST_KERNELS
+const std::string kKernels = PTKIT_TEST_KERNELS;
+
+TEST(ToolImage, RealElfGoldenAndRoundTrip) {
+  for (const std::string variant : {"2m", "4k"}) {
+    const std::string elf = kKernels + "/kernel_" + variant + ".elf";
+    const Ran d = run({"image", elf, "--dump"});
+    ASSERT_EQ(d.status, 0) << d.err;
+    expect_golden("image.kernel_" + variant + ".dump.txt", d.out);
+
+    const Ran j = run({"image", elf, "--json"});
+    ASSERT_EQ(j.status, 0) << j.err;
+    nlohmann::ordered_json stats = nlohmann::ordered_json::parse(j.out);
+    for (const char* key : {"format", "root", "tables", "leaves", "table_bytes", "elf"})
+      EXPECT_TRUE(stats.contains(key)) << key;
+    EXPECT_EQ(stats["format"], "x86_64-4l");
+    ASSERT_EQ(stats["elf"]["segments"].size(), 3u);
+    EXPECT_TRUE(stats["leaves"].contains("2M")) << j.out;  // the 4 MiB bss
+    // The segments' byte sizes depend on the compiler; everything else is
+    // fixed by the linker script.
+    for (auto& seg : stats["elf"]["segments"]) {
+      EXPECT_GT(seg["memsz"].get<u64>(), 0u);
+      seg.erase("memsz");
+    }
+    EXPECT_NE(stats["elf"]["segments"][2]["sections"].get<std::string>().find(".bss"),
+              std::string::npos);
+    expect_golden("image.kernel_" + variant + ".json", stats.dump(2) + "\n");
+
+    const std::string blob = tmp("kernel_" + variant + ".bin");
+    ASSERT_EQ(run({"image", elf, "--out", blob}).status, 0);
+    const json side = json::parse(read_text(blob + ".json"));
+    const Ran back = run(
+        {"dump", blob, "--root", side["root"], "--base", side["base"], "--format", "x86_64-4l"});
+    ASSERT_EQ(back.status, 0) << back.err;
+    EXPECT_EQ(without_markers(back.out), without_markers(d.out));
+  }
+}
+
+TEST(ToolImage, RealElfWithSharedPageIsRefused) {
+  const Ran r = run({"image", kKernels + "/kernel_bad.elf"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("kernel_bad.elf: segment 1 (vaddr 0xffffffff80"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("need 4K alignment"), std::string::npos) << r.err;
+}
+#endif
 
 // ---- check ----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "ptkit/early/image_mapper.hpp"
@@ -108,7 +109,7 @@ void check_memory(const Layout& l, const Format& f) {
                                         l.table_base, l.table_size));
 }
 
-std::string describe(const Failure& f, const Format& format) {
+std::string describe(const Failure& f, const Format& format, const std::string& grow_tables) {
   std::string s = fmt::format("{} failed", to_string(f.op));
   if (f.subject) s += fmt::format(" for '{}'", f.subject);
   s += fmt::format(" at va {:#x}", f.va.value());
@@ -118,7 +119,7 @@ std::string describe(const Failure& f, const Format& format) {
   if (f.error == Error::Unaligned && f.alignment != 0)
     s += fmt::format(" (needs {} alignment)", size_name(f.alignment));
   if (f.error == Error::OutOfTables)
-    s += fmt::format(" (this map needs {} more table pages; raise [tables] size)", f.needed);
+    s += fmt::format(" (this map needs {} more table pages; {})", f.needed, grow_tables);
   return s;
 }
 
@@ -173,7 +174,9 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
     auto map_range = [&](u64 rva, u64 pa, u64 size, Attrs a) {
       out.placed.push_back({m.name, m.kind, rva, pa, size, a});
       auto done = space.map(VirtAddr(rva), PhysAddr(pa), size, a, opts);
-      if (!done) fail_at(m.where, fmt::format("{}: {}", what, describe(done.failure(), f)));
+      if (!done)
+        fail_at(m.where,
+                fmt::format("{}: {}", what, describe(done.failure(), f, layout.grow_tables)));
     };
 
     switch (m.kind) {
@@ -220,6 +223,7 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
         std::vector<early::ImageSection> sections;
         u64 offset = 0;
         for (const SectionSpec& s : m.sections) {
+          if (s.offset) offset = *s.offset;
           const Perm p = parse_perm(s.perm, s.where, fmt::format("{} section '{}'", what, s.name));
           check_attrs(Attrs{p, mem, m.global}, s.where,
                       fmt::format("{} section '{}'", what, s.name));
@@ -240,7 +244,9 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
         io.global = m.global;
         io.leaf_sizes = opts.leaf_sizes;
         auto done = early::map_image(space, img, PhysAddr(m.pa), io);
-        if (!done) fail_at(m.where, fmt::format("{}: {}", what, describe(done.failure(), f)));
+        if (!done)
+          fail_at(m.where,
+                  fmt::format("{}: {}", what, describe(done.failure(), f, layout.grow_tables)));
         break;
       }
     }
@@ -323,12 +329,27 @@ std::string build_summary(const BuildResult& b) {
                      b.placed.size(), tables, b.used_bytes, hex(b.base), hex(b.root), leaves);
 }
 
-void write_out(const BuildResult& b, const std::string& file) {
-  {
-    std::ofstream blob(file, std::ios::binary | std::ios::trunc);
-    blob.write(reinterpret_cast<const char*>(b.area.data()), std::streamsize(b.used_bytes));
-    if (!blob) throw UsageError(fmt::format("--out {}: cannot write", file));
+namespace {
+
+/// Writes `bytes` to a temporary file next to `path` and returns its name;
+/// UsageError (the --out path is the user's) when that fails, with nothing
+/// left behind.
+std::string write_temp(const std::string& path, const char* bytes, std::size_t n) {
+  const std::string temp = path + ".ptkit-tmp";
+  std::ofstream f(temp, std::ios::binary | std::ios::trunc);
+  f.write(bytes, std::streamsize(n));
+  f.close();
+  if (!f) {
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+    throw UsageError(fmt::format("--out {}: cannot write", path));
   }
+  return temp;
+}
+
+}  // namespace
+
+void write_out(const BuildResult& b, const std::string& file) {
   const Format& f = b.format;
   nlohmann::ordered_json j;
   j["format"] = f.name();
@@ -348,9 +369,28 @@ void write_out(const BuildResult& b, const std::string& file) {
         }
       },
       f.core());
-  std::ofstream side(file + ".json", std::ios::trunc);
-  side << j.dump(2) << "\n";
-  if (!side) throw UsageError(fmt::format("--out {}.json: cannot write", file));
+  // Both files are written in full under temporary names and then renamed,
+  // so a failure (disk full, bad directory) leaves no half-written output.
+  const std::string side = j.dump(2) + "\n";
+  const std::string blob_temp =
+      write_temp(file, reinterpret_cast<const char*>(b.area.data()), b.used_bytes);
+  std::string side_temp;
+  try {
+    side_temp = write_temp(file + ".json", side.data(), side.size());
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(blob_temp, ignored);
+    throw;
+  }
+  std::error_code ec;
+  std::filesystem::rename(blob_temp, file, ec);
+  if (!ec) std::filesystem::rename(side_temp, file + ".json", ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(blob_temp, ignored);
+    std::filesystem::remove(side_temp, ignored);
+    throw UsageError(fmt::format("--out {}: cannot write: {}", file, ec.message()));
+  }
 }
 
 }  // namespace ptkit::tool
@@ -363,18 +403,25 @@ void write_out(const BuildResult& b, const std::string& file) {
 
 namespace ptkit::tool {
 
+void emit_build(const BuildResult& b, const BuildOutputs& o, const nlohmann::ordered_json& extra,
+                const std::string& summary_tail) {
+  if (!o.out.empty()) write_out(b, o.out);
+  if (o.json) {
+    nlohmann::ordered_json j = build_json(b);
+    for (const auto& [key, value] : extra.items()) j[key] = value;
+    std::cout << j.dump(2) << "\n";
+  } else if (o.dump) {
+    std::cout << dump_text(b.walk, b.format, b.markers);
+  } else {
+    std::cout << build_summary(b) << summary_tail;
+  }
+}
+
 int cmd_build(const BuildArgs& a) {
   const Layout layout = a.layout.empty() ? parse_layout_text(builtin_layout_text(), kBuiltinName)
                                          : parse_layout_file(a.layout);
   const BuildResult b = build_layout(layout, a.format);
-  if (!a.out.empty()) write_out(b, a.out);
-  if (a.json) {
-    std::cout << build_json(b).dump(2) << "\n";
-  } else if (a.dump) {
-    std::cout << dump_text(b.walk, b.format, b.markers);
-  } else {
-    std::cout << build_summary(b);
-  }
+  emit_build(b, {a.out, a.dump, a.json}, nlohmann::ordered_json::object(), "");
   return kExitOk;
 }
 

@@ -55,4 +55,15 @@ std::string build_summary(const BuildResult& b);
 /// the register values the tables assume).
 void write_out(const BuildResult& b, const std::string& file);
 
+/// What `build` and `image` were asked to print or write.
+struct BuildOutputs {
+  std::string out;  // --out FILE, or empty
+  bool dump = false;
+  bool json = false;
+};
+/// --out, then one of --json (build_json with `extra`'s keys added), --dump
+/// or the summary followed by `summary_tail`, on stdout.
+void emit_build(const BuildResult& b, const BuildOutputs& o, const nlohmann::ordered_json& extra,
+                const std::string& summary_tail);
+
 }  // namespace ptkit::tool

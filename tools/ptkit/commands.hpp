@@ -21,6 +21,19 @@ struct BuildArgs {
 };
 int cmd_build(const BuildArgs& a);
 
+struct ImageArgs {
+  std::string elf;
+  std::optional<std::string> load_pa;
+  std::optional<std::string> format;
+  std::optional<std::string> align;        // promised segment alignment; default the page
+  std::optional<std::string> tables;       // table area base; default right after the image
+  std::optional<std::string> tables_size;  // default 1M
+  std::string out;
+  bool dump = false;
+  bool json = false;
+};
+int cmd_image(const ImageArgs& a);
+
 struct DumpArgs {
   std::string memory;
   std::string root;

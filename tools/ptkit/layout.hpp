@@ -43,6 +43,9 @@ const char* to_string(MapKind k);
 
 struct SectionSpec {
   std::string name;
+  /// From the image's va. Layout files leave it unset (sections are back to
+  /// back); `ptkit image` sets it for segments with gaps between them.
+  std::optional<u64> offset;
   u64 size = 0;
   std::string perm;
   Where where;
@@ -70,6 +73,9 @@ struct Layout {
   u64 table_base = 0;
   u64 table_size = 0;
   Where tables_where;
+  /// What to tell the user when the table area is too small (`ptkit image`
+  /// sizes it with an option, not a [tables] entry).
+  std::string grow_tables = "raise [tables] size";
   std::vector<MemRange> memory;
   std::vector<MapSpec> maps;
 };

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
       "  ptkit formats\n"
       "  ptkit build --dump\n"
       "  ptkit build examples/board.toml --format riscv-sv39 --json\n"
+      "  ptkit image vmlinux --dump\n"
       "  ptkit dump tables.bin --root 0x1000000 --base 16M --format x86_64-4l\n"
       "  ptkit check trace.txt");
 
@@ -44,6 +45,37 @@ int main(int argc, char** argv) {
       "  ptkit build --dump                           # the built-in example, x86_64-4l\n"
       "  ptkit build --format aarch64-4k-48 --json\n"
       "  ptkit build examples/kernel.toml --format riscv-sv48 --out tables.bin");
+
+  ImageArgs image;
+  CLI::App* im =
+      app.add_subcommand("image", "Build page tables for a kernel/firmware ELF's PT_LOAD segments");
+  im->add_option("elf", image.elf, "64-bit ELF executable")->required();
+  im->add_option("--load-pa", image.load_pa,
+                 "Physical address of the lowest segment; the others keep their virtual "
+                 "offsets from it (default: each segment's p_paddr)");
+  im->add_option("--format", image.format,
+                 "Paging format (ptkit formats); default from e_machine: x86_64-4l, "
+                 "aarch64-4k-48, riscv-sv48");
+  im->add_option("--align", image.align,
+                 "Require every segment to start on this alignment (e.g. 2M); default the page");
+  im->add_option("--tables", image.tables,
+                 "Physical base of the table area; default right after the image");
+  im->add_option("--tables-size", image.tables_size, "Bytes of the table area (default 1M)");
+  im->add_option("--out", image.out,
+                 "Write the table area as a binary blob to FILE and its description to FILE.json");
+  im->add_flag("--dump", image.dump, "Print the mappings like Linux's ptdump");
+  im->add_flag("--json", image.json,
+               "Print statistics as JSON (as build, plus the ELF's segments)");
+  im->footer(
+      "Each PT_LOAD segment is mapped at p_vaddr, rounded out to whole pages, with its flags\n"
+      "(always r; PF_W adds w, PF_X adds x; W+X gets a warning) and the largest leaves the\n"
+      "alignment of its addresses allows. Segments whose vaddr and paddr differ within a page,\n"
+      "or that share a page with a segment of other permissions, are misaligned: bad input\n"
+      "(exit 2) naming the segment, its addresses and the alignment needed.\n"
+      "Examples:\n"
+      "  ptkit image vmlinux --dump\n"
+      "  ptkit image kernel.elf --load-pa 0x40200000 --format aarch64-4k-48 --out tables.bin\n"
+      "  ptkit image firmware.elf --align 2M --json");
 
   DumpArgs dump;
   CLI::App* d = app.add_subcommand("dump", "Print the page tables found in a raw memory image");
@@ -86,6 +118,7 @@ int main(int argc, char** argv) {
   try {
     if (formats->parsed()) return cmd_formats();
     if (b->parsed()) return cmd_build(build);
+    if (im->parsed()) return cmd_image(image);
     if (d->parsed()) return cmd_dump(dump);
     if (c->parsed()) return cmd_check(check);
   } catch (const UsageError& e) {
