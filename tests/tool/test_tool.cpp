@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -99,6 +100,12 @@ void expect_golden(const std::string& name, const std::string& actual) {
 }
 
 u64 parse_hex(const json& j) { return std::stoull(j.get<std::string>(), nullptr, 16); }
+
+std::string hex_text(u64 v) {
+  std::ostringstream s;
+  s << "0x" << std::hex << v;
+  return s.str();
+}
 
 /// Text without the section markers (which only `build --dump` knows).
 std::string without_markers(const std::string& text) {
@@ -258,6 +265,16 @@ TEST_P(ToolRoundTrip, DumpReproducesTheLayout) {
   u64 dumped = 0;
   for (const json& r : runs) dumped += r["size"].get<u64>();
   EXPECT_EQ(dumped, mapped);
+
+  // The audit finds nothing but the identity map's rwx RAM (early boot).
+  auto audit_args = dump;
+  audit_args.push_back("--audit");
+  const Ran a = run(audit_args);
+  EXPECT_EQ(a.status, layout == "identity" ? 3 : 0) << a.out << a.err;
+  if (layout == "identity") {
+    EXPECT_EQ(a.out.find("wx            0x0000000040000000-0x0000000080000000"), 0u) << a.out;
+    EXPECT_NE(a.out.find(": 1 finding (1 wx)"), std::string::npos) << a.out;
+  }
 
   // And dump's text is build --dump's without the section markers.
   const Ran text = run(dump);
@@ -445,6 +462,187 @@ TEST(ToolBadImage, SharedTablesCannotMakeTheWalkRunAway) {
   const Ran r = dump_x86(path);
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("walk stopped after"), std::string::npos) << r.err;
+}
+
+// ---- dump --audit ---------------------------------------------------------------------
+
+/// A table blob written by `build --out`, to corrupt on purpose.
+struct Blob {
+  std::string bytes;
+  u64 base = 0, root = 0;
+
+  [[nodiscard]] u64 word(u64 pa) const {
+    u64 v = 0;
+    for (int b = 0; b < 8; ++b) v |= u64(std::uint8_t(bytes.at(pa - base + b))) << (8 * b);
+    return v;
+  }
+  void set(u64 pa, u64 v) {
+    for (int b = 0; b < 8; ++b) bytes.at(pa - base + b) = char((v >> (8 * b)) & 0xff);
+  }
+  /// The pa of the entry translating `va` at `level` (0 = the 4K level) of
+  /// a 4-level, 4K-granule tree (x86-64 4-level, AArch64 4K/48): nine index
+  /// bits a level and the next table at bits 47:12, as both manuals say.
+  [[nodiscard]] u64 entry(u64 va, unsigned level) const {
+    u64 table = root;
+    for (unsigned l = 3;; --l) {
+      const u64 at = table + ((va >> (12 + 9 * l)) & 511) * 8;
+      if (l == level) return at;
+      table = word(at) & 0x0000fffffffff000;
+    }
+  }
+};
+
+Blob built_blob(const std::string& format, const std::string& path) {
+  EXPECT_EQ(run({"build", "--format", format, "--out", path}).status, 0);
+  const json side = json::parse(read_text(path + ".json"));
+  return {read_text(path), parse_hex(side["base"]), parse_hex(side["root"])};
+}
+
+Ran audit(const Blob& b, const std::string& format, const std::string& path,
+          std::vector<std::string> extra = {}) {
+  write_text(path, b.bytes);
+  std::vector<std::string> args = {"dump",           path,     "--root",
+                                   hex_text(b.root), "--base", hex_text(b.base),
+                                   "--format",       format,   "--audit"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run(args);
+}
+
+TEST(ToolAudit, CorruptedX86TablesGiveOneFindingEach) {
+  const std::string path = tmp("audit-x86.bin");
+  Blob b = built_blob("x86_64-4l", path);
+  const Ran clean = audit(b, "x86_64-4l", path);
+  EXPECT_EQ(clean.status, 0) << clean.out << clean.err;
+  EXPECT_EQ(clean.out, "x86_64-4l: no findings\n");
+
+  // The built-in example: kernel text at -2G in 2M leaves, the direct map at
+  // 0xffff800000000000 in 1G leaves (PML4 slot 256), slots 1-3 and 300 free.
+  const u64 text = 0xffffffff80000000, direct = 0xffff800000000000;
+  b.set(b.entry(text, 1), b.word(b.entry(text, 1)) | 2);  // R/W on text: W+X
+  for (unsigned level : {3u, 2u})                         // U/S on every level of one 1G leaf
+    b.set(b.entry(direct, level), b.word(b.entry(direct, level)) | 4);
+  const u64 text2 = text + (2 << 20);
+  b.set(b.entry(text2, 1), b.word(b.entry(text2, 1)) | (1 << 13));  // reserved in a 2M leaf
+  b.set(b.root + 1 * 8, 0x40000000 | 3);                            // a PDPT far outside
+  b.set(b.root + 3 * 8, b.root | 3);                                // the root again
+  b.set(b.root + 300 * 8, b.word(b.entry(direct, 3)));              // slot 256's PDPT again
+  const Ran r = audit(b, "x86_64-4l", path);
+  EXPECT_EQ(r.status, 3) << r.err;
+  expect_golden("audit.corrupt.x86_64-4l.txt", r.out);
+
+  const Ran j = audit(b, "x86_64-4l", path, {"--json"});
+  EXPECT_EQ(j.status, 3) << j.err;
+  const json report = json::parse(j.out);
+  const json want = {{"wx", 1},   {"user-kernel", 1}, {"reserved", 1}, {"outside-image", 1},
+                     {"loop", 1}, {"shared-table", 1}};
+  EXPECT_EQ(report["counts"], want) << j.out;
+  std::map<std::string, u64> va_of;
+  for (const json& f : report["findings"]) va_of[f["kind"]] = parse_hex(f["va"]);
+  EXPECT_EQ(va_of["wx"], text);
+  EXPECT_EQ(va_of["user-kernel"], direct);
+  EXPECT_EQ(va_of["reserved"], text2);
+  EXPECT_EQ(va_of["outside-image"], u64{1} << 39);
+  EXPECT_EQ(va_of["loop"], u64{3} << 39);
+  EXPECT_EQ(va_of["shared-table"], 0xffff960000000000);  // slot 300: the second pointer
+  for (const json& f : report["findings"]) {
+    if (f["kind"] == "wx") {
+      EXPECT_EQ(f["size"], 2 << 20);
+      EXPECT_EQ(f["perms"], "rwx");
+    }
+    if (f["kind"] == "user-kernel") {
+      EXPECT_EQ(f["size"], 1 << 30);
+      EXPECT_EQ(f["user"], "rw-");
+    }
+    if (f["kind"] == "outside-image") {
+      EXPECT_EQ(parse_hex(f["target"]), 0x40000000u);
+    }
+  }
+  // A plain dump still refuses what the audit reports.
+  const Ran d = run({"dump", path, "--root", hex_text(b.root), "--base", hex_text(b.base),
+                     "--format", "x86_64-4l"});
+  EXPECT_EQ(d.status, 2) << d.out;
+}
+
+TEST(ToolAudit, AArch64UserAccessOnlyMattersInTheKernelHalf) {
+  const std::string path = tmp("audit-arm.bin");
+  Blob b = built_blob("aarch64-4k-48", path);  // the built-in example lies in TTBR1
+  const u64 text = 0xffffffff80000000;
+  b.set(b.entry(text, 1), b.word(b.entry(text, 1)) | (1 << 6));  // AP[1]: EL0 access
+  const Ran r = audit(b, "aarch64-4k-48", path, {"--half", "upper", "--json"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  const json report = json::parse(r.out);
+  ASSERT_EQ(report["findings"].size(), 1u) << r.out;
+  EXPECT_EQ(report["findings"][0]["kind"], "user-kernel");
+  EXPECT_EQ(parse_hex(report["findings"][0]["va"]), text);
+  EXPECT_EQ(report["findings"][0]["user"], "r--");
+  EXPECT_EQ(report["half"], "ttbr1");
+  // The same tables as a TTBR0 root: user mappings are what TTBR0 is for.
+  const Ran lower = audit(b, "aarch64-4k-48", path, {"--half", "lower"});
+  EXPECT_EQ(lower.status, 0) << lower.out;
+}
+
+TEST(ToolAudit, RiscvMisalignedSuperpageIsReserved) {
+  // Sv39 root at 16M: entry 2 (va 2G) a 1G leaf whose PPN is not 1G-aligned,
+  // which the walk refuses (privileged spec 4.3.2 step 6).
+  const u64 ppn = (u64{0x80000000} >> 12) | 1;
+  const std::string path = x86_image("rv-misaligned.bin", 4096, {{2, (ppn << 10) | 0xcb}});
+  const Ran r = run({"dump", path, "--root", "16M", "--base", "16M", "--format", "riscv-sv39",
+                     "--audit", "--json"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  const json report = json::parse(r.out);
+  ASSERT_EQ(report["findings"].size(), 1u) << r.out;
+  EXPECT_EQ(report["findings"][0]["kind"], "reserved") << r.out;
+  EXPECT_EQ(parse_hex(report["findings"][0]["va"]), 0x80000000u);
+  EXPECT_EQ(report["findings"][0]["size"], 1 << 30);
+  EXPECT_EQ(report["findings"][0]["level"], "L2");
+}
+
+TEST(ToolAudit, ManyProblemsAreCountedNotAllListed) {
+  // 511 PML4 entries with the reserved PS bit, and a PDPT of 512 1G leaves
+  // with reserved bit 13: 1023 findings, 1000 of a kind listed.
+  std::vector<std::pair<u64, u64>> words = {{0, 0x1001000 | 3}};
+  for (u64 i = 1; i < 512; ++i) words.push_back({i, 0x80 | 3});
+  for (u64 i = 0; i < 512; ++i) words.push_back({512 + i, (i << 30) | 0x2000 | 0x80 | 3});
+  const std::string path = x86_image("many.bin", 8192, words);
+  const Ran r =
+      run({"dump", path, "--root", "16M", "--base", "16M", "--format", "x86_64-4l", "--audit"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_NE(r.out.find("... and 23 more entry problems (at most 1000 of a kind are listed)"),
+            std::string::npos)
+      << r.out.substr(r.out.size() - 300);
+  EXPECT_NE(r.out.find("x86_64-4l: 1023 findings (1000 reserved)"), std::string::npos)
+      << r.out.substr(r.out.size() - 300);
+  const Ran j = run({"dump", path, "--root", "16M", "--base", "16M", "--format", "x86_64-4l",
+                     "--audit", "--json"});
+  EXPECT_EQ(json::parse(j.out)["omitted"], 23);
+}
+
+TEST(ToolAudit, SharedTablesAreWalkedOnce) {
+  // The run-away image of ToolBadImage: a plain dump stops, an audit walks
+  // each table once and reports the 511 + 511 second pointers (1000 listed),
+  // and the 2M of rwx pages the one walk reaches.
+  std::vector<std::pair<u64, u64>> words = {{0, 0x1001000 | 3}};
+  for (u64 i = 0; i < 512; ++i) {
+    words.push_back({512 + i, 0x1002000 | 3});
+    words.push_back({1024 + i, 0x1003000 | 3});
+    words.push_back({1536 + i, (i << 12) | 3});
+  }
+  const std::string path = x86_image("fan-audit.bin", 4 * 4096, words);
+  const Ran r = run({"dump", path, "--root", "16M", "--base", "16M", "--format", "x86_64-4l",
+                     "--audit", "--json"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  const json report = json::parse(r.out);
+  EXPECT_EQ(report["counts"], json({{"shared-table", 1000}, {"wx", 1}}));
+  EXPECT_EQ(report["omitted"], 22);
+}
+
+TEST(ToolAudit, RootOutsideTheImageIsStillBadInput) {
+  const std::string path = x86_image("audit-small.bin", 4096, {});
+  const Ran r = run(
+      {"dump", path, "--root", "0x2000000", "--base", "16M", "--format", "x86_64-4l", "--audit"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("root table at pa 0x2000000 is outside the image"), std::string::npos)
+      << r.err;
 }
 
 // ---- image ----------------------------------------------------------------------------

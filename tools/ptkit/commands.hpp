@@ -40,6 +40,7 @@ struct DumpArgs {
   std::string base = "0";
   std::string format;
   std::string half = "lower";
+  bool audit = false;
   bool json = false;
 };
 int cmd_dump(const DumpArgs& a);

@@ -25,11 +25,13 @@ namespace {
 
 class Walker {
  public:
-  Walker(const MemoryImage& mem, u64 root, const Format& format, const WalkLimits& limits)
+  Walker(const MemoryImage& mem, u64 root, const Format& format, const WalkLimits& limits,
+         WalkMode mode)
       : mem_(mem),
         root_(root),
         format_(format),
         limits_(limits),
+        mode_(mode),
         ops_(sim::ops_for(format.mmu().arch)),
         cfg_(format.mmu()) {}
 
@@ -43,27 +45,55 @@ class Walker {
     // Upper-half addresses: AArch64's TTBR1 region has every bit above
     // va_bits set; x86-64 and RISC-V sign-extend the top bit.
     upper_prefix_ = format_.is_aarch64() && format_.upper() ? ~u64{0} << format_.va_bits() : 0;
-    walk(top, root_, upper_prefix_, "root table", 0);
+    walk(top, root_, upper_prefix_, "root table", nullptr, 0);
     flush_run();
     return std::move(out_);
   }
 
  private:
-  /// Copies the table at `pa` (at `level`) into the simulator's memory after
-  /// checking it lies inside the image. `from`: who points to it.
-  void load(u64 pa, u64 bytes, const std::string& from) {
+  /// The entry that points to a table (none for the root).
+  struct Ref {
+    unsigned level = 0;
+    u64 table = 0, index = 0, va = 0, raw = 0;
+  };
+
+  [[nodiscard]] std::string entry_name(const Ref& r) const {
+    return fmt::format("{} entry {} of the table at pa {:#x} (va {:#x})",
+                       format_.level_name(r.level), r.index, r.table, r.va);
+  }
+
+  /// An audit walk's finding; a strict walk (and any walk at the root, where
+  /// nothing is left to audit) stops with an InputError instead.
+  void problem(TableProblem::Kind kind, const Ref* ref, u64 target, const std::string& text) {
+    if (mode_ == WalkMode::Strict || ref == nullptr)
+      throw InputError(fmt::format("{}: {}", mem_.name, text));
+    if (problems_per_kind_[unsigned(kind)]++ >= kMaxProblems) {
+      ++out_.problems_omitted;
+      return;
+    }
+    out_.problems.push_back(
+        {kind, ref->level, ref->table, ref->index, ref->va, ref->raw, target, text});
+  }
+
+  /// Copies the table at `pa` into the simulator's memory after checking it
+  /// lies inside the image; false (audit walks) when it does not. `from`: who
+  /// points to it.
+  bool load(u64 pa, u64 bytes, const std::string& from, const Ref* ref) {
     const u64 end = mem_.base + mem_.size;
     if (pa < mem_.base || pa >= end) {
-      throw InputError(fmt::format(
-          "{}: {} at pa {:#x} is outside the image (pa {:#x}-{:#x}, {} bytes from --base)",
-          mem_.name, from, pa, mem_.base, end, mem_.size));
+      problem(TableProblem::Kind::Outside, ref, pa,
+              fmt::format("{} at pa {:#x} is outside the image (pa {:#x}-{:#x}, {} bytes from "
+                          "--base)",
+                          from, pa, mem_.base, end, mem_.size));
+      return false;
     }
     const u64 offset = pa - mem_.base;
     if (bytes > mem_.size - offset) {
-      throw InputError(fmt::format(
-          "{}: {} at pa {:#x} (offset {:#x}) needs {} bytes but the image ends at offset {:#x}: "
-          "truncated image?",
-          mem_.name, from, pa, offset, bytes, mem_.size));
+      problem(TableProblem::Kind::Outside, ref, pa,
+              fmt::format("{} at pa {:#x} (offset {:#x}) needs {} bytes but the image ends at "
+                          "offset {:#x}: truncated image?",
+                          from, pa, offset, bytes, mem_.size));
+      return false;
     }
     if (loaded_.insert(pa).second) {
       for (u64 k = 0; k < bytes; k += 8) {
@@ -72,6 +102,7 @@ class Walker {
         sim_.write64(pa + k, word);
       }
     }
+    return true;
   }
 
   [[nodiscard]] u64 entry(u64 pa, u64 index) const {
@@ -87,15 +118,27 @@ class Walker {
     return static_cast<u64>(static_cast<std::int64_t>(va << shift) >> shift);
   }
 
-  void walk(unsigned level, u64 table, u64 va_base, const std::string& from, unsigned depth) {
+  void walk(unsigned level, u64 table, u64 va_base, const std::string& from, const Ref* ref,
+            unsigned depth) {
     const u64 n = ops_.entries(cfg_, level);
-    load(table, n * 8, from);
     for (unsigned d = 0; d < depth; ++d) {
       if (path_[d] == table) {
-        throw InputError(fmt::format(
-            "{}: {} at pa {:#x} (offset {:#x}) is also a table higher up the same walk: the "
-            "tables loop (recursive mappings are not supported)",
-            mem_.name, from, table, table - mem_.base));
+        problem(TableProblem::Kind::Loop, ref, table,
+                fmt::format("{} at pa {:#x} (offset {:#x}) is also a table higher up the same "
+                            "walk: the tables loop (recursive mappings are not supported)",
+                            from, table, table - mem_.base));
+        return;
+      }
+    }
+    if (!load(table, n * 8, from, ref)) return;
+    if (mode_ == WalkMode::Audit && ref != nullptr) {
+      // Walked once: a second path to the same table is the finding, and
+      // not walking it again keeps an audit linear in the image.
+      const auto [first, fresh] = referrers_.emplace(table, entry_name(*ref));
+      if (!fresh) {
+        problem(TableProblem::Kind::Shared, ref, table,
+                fmt::format("{} at pa {:#x} is also pointed to by {}", from, table, first->second));
+        return;
       }
     }
     path_[depth] = table;
@@ -110,13 +153,16 @@ class Walker {
       const u64 raw = entry(table, i);
       const sim::Descriptor d = ops_.decode(cfg_, raw, level);
       const u64 va = canonical(va_base | (i << shift));
+      const Ref here{level, table, i, va, raw};
       switch (d.kind) {
         case sim::Descriptor::Kind::Invalid: break;
         case sim::Descriptor::Kind::Reserved:
-          if (out_.reserved_entries++ == 0) {
-            out_.first_reserved =
-                fmt::format("{} entry {} of the table at pa {:#x} (va {:#x}): raw {:#018x}",
-                            format_.level_name(level), i, table, va, raw);
+          if (out_.reserved_entries++ == 0)
+            out_.first_reserved = fmt::format("{}: raw {:#018x}", entry_name(here), raw);
+          if (mode_ == WalkMode::Audit) {
+            problem(
+                TableProblem::Kind::Reserved, &here, 0,
+                fmt::format("{}: raw {:#018x}: reserved bits or encoding", entry_name(here), raw));
           }
           break;
         case sim::Descriptor::Kind::Table:
@@ -124,7 +170,7 @@ class Walker {
           walk(level - 1, d.pa, va_base | (i << shift),
                fmt::format("{} table (from {} entry {} of the table at pa {:#x})",
                            format_.level_name(level - 1), format_.level_name(level), i, table),
-               depth + 1);
+               &here, depth + 1);
           break;
         case sim::Descriptor::Kind::Leaf: leaf(level, va, d); break;
       }
@@ -181,10 +227,13 @@ class Walker {
   u64 root_;
   const Format& format_;
   WalkLimits limits_;
+  WalkMode mode_;
   const sim::ArchOps& ops_;
   sim::MmuConfig cfg_;
   sim::PhysMemory sim_;
   std::set<u64> loaded_;
+  std::map<u64, std::string> referrers_;  // audit: table pa -> the first entry pointing to it
+  u64 problems_per_kind_[4] = {};
   u64 path_[8] = {};
   u64 upper_prefix_ = 0;
   u64 entries_read_ = 0;
@@ -197,8 +246,8 @@ class Walker {
 }  // namespace
 
 DumpResult walk_tables(const MemoryImage& mem, u64 root, const Format& format,
-                       const WalkLimits& limits) {
-  return Walker(mem, root, format, limits).run();
+                       const WalkLimits& limits, WalkMode mode) {
+  return Walker(mem, root, format, limits, mode).run();
 }
 
 std::vector<Marker> half_markers(const Format& format) {
@@ -251,6 +300,7 @@ nlohmann::ordered_json dump_json(const DumpResult& d, const Format& format) {
 
 #include <iostream>
 
+#include "audit.hpp"
 #include "commands.hpp"
 
 namespace ptkit::tool {
@@ -268,6 +318,15 @@ int cmd_dump(const DumpArgs& a) {
                     "memory",
                     a.memory, bytes.size(), base));
   const MemoryImage mem{bytes.data(), bytes.size(), base, a.memory};
+  if (a.audit) {
+    const DumpResult d = walk_tables(mem, root, format, {}, WalkMode::Audit);
+    const std::vector<Finding> findings = audit(d, format);
+    if (a.json)
+      std::cout << audit_json(findings, d, format).dump(2) << "\n";
+    else
+      std::cout << audit_text(findings, d, format);
+    return findings.empty() && d.problems_omitted == 0 ? kExitOk : kExitFindings;
+  }
   const DumpResult d = walk_tables(mem, root, format);
   if (d.reserved_entries != 0) {
     std::cerr << fmt::format(

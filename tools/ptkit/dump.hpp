@@ -41,12 +41,32 @@ struct Run {
   [[nodiscard]] bool extends(const Run& next) const;
 };
 
+/// An entry of the tables that is wrong in itself, recorded by an audit walk
+/// (`dump --audit`) where a plain dump stops or warns.
+struct TableProblem {
+  enum class Kind {
+    Reserved,  // an encoding the walker rejects (reserved bits, a block where none may be)
+    Outside,   // points to a table that is not (wholly) inside the image
+    Loop,      // points to a table higher up its own walk
+    Shared,    // points to a table another entry already points to
+  } kind = Kind::Reserved;
+  unsigned level = 0;  // of the entry
+  u64 table = 0;       // pa of the table holding the entry
+  u64 index = 0;
+  u64 va = 0;  // the first address the entry translates
+  u64 raw = 0;
+  u64 target = 0;    // Outside, Loop, Shared: the table pointed to
+  std::string text;  // what and where, for people
+};
+
 struct DumpResult {
   std::vector<Run> runs;
   std::map<unsigned, u64> tables_per_level;  // level -> tables
   std::map<u64, u64> leaves_per_size;        // leaf size -> descriptors
   u64 reserved_entries = 0;                  // encodings the walker rejects, skipped
   std::string first_reserved;                // where the first one is
+  std::vector<TableProblem> problems;        // audit walks only
+  u64 problems_omitted = 0;                  // beyond kMaxProblems of one kind
 };
 
 struct WalkLimits {
@@ -54,11 +74,20 @@ struct WalkLimits {
   u64 max_leaves = u64{1} << 24;
 };
 
-/// Walks the tables rooted at `root`. Throws InputError for a table outside
-/// the image, a loop, or a walk beyond the limits; UsageError for a root not
-/// aligned to its table.
+/// Problems of one kind an audit walk keeps; the rest are only counted.
+inline constexpr u64 kMaxProblems = 1000;
+
+enum class WalkMode {
+  Strict,  // a table outside the image or a loop is an InputError
+  Audit,   // those are TableProblems and their subtree is skipped; a table
+           // two entries point to is walked once, at the first
+};
+
+/// Walks the tables rooted at `root`. Throws InputError for a root outside
+/// the image, a walk beyond the limits and (Strict) a table outside the image
+/// or a loop; UsageError for a root not aligned to its table.
 DumpResult walk_tables(const MemoryImage& mem, u64 root, const Format& format,
-                       const WalkLimits& limits = {});
+                       const WalkLimits& limits = {}, WalkMode mode = WalkMode::Strict);
 
 /// A section marker ("---[ name ]---") printed before the first run at or
 /// above `va`.

@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(
       "Exit status: 0 ok, 1 usage error, 2 bad input (the message names file and line or\n"
-      "offset), 3 findings (check). Addresses take hex (0x...) or decimal, sizes K/M/G/T.\n"
+      "offset), 3 findings (check, dump --audit). Addresses take hex (0x...) or decimal, sizes "
+      "K/M/G/T.\n"
       "Examples:\n"
       "  ptkit formats\n"
       "  ptkit build --dump\n"
@@ -87,15 +88,23 @@ int main(int argc, char** argv) {
   d->add_option("--base", dump.base, "Physical address of the image's first byte (default 0)");
   d->add_option("--half", dump.half, "AArch64: lower (TTBR0) or upper (TTBR1) region")
       ->capture_default_str();
-  d->add_flag("--json", dump.json, "Print an array of {va, size, pa, leaf, perms, ...}");
+  d->add_flag("--audit", dump.audit,
+              "Report W+X and user-accessible kernel-half mappings, reserved or malformed "
+              "entries, shared tables, tables outside the image and loops (exit 3 if any)");
+  d->add_flag("--json", dump.json,
+              "Print an array of {va, size, pa, leaf, perms, ...} (--audit: the findings)");
   d->footer(
       "Tables outside the image, truncated images and tables that loop are reported as bad\n"
-      "input (exit 2) with the physical address and offset concerned.\n"
+      "input (exit 2) with the physical address and offset concerned. With --audit they are\n"
+      "findings like the others (only a root outside the image stays bad input): one line\n"
+      "each, exit 3 when there is any, 0 when the tables are clean. A table two entries\n"
+      "point to is audited once, at the first.\n"
       "Examples:\n"
       "  ptkit build --out tables.bin && \\\n"
       "    ptkit dump tables.bin --base 16M --root 16M --format x86_64-4l\n"
       "  ptkit dump mem.bin --root 0x40001000 --base 0x40000000 --format aarch64-4k-48 "
-      "--half upper --json");
+      "--half upper --json\n"
+      "  ptkit dump tables.bin --base 16M --root 16M --format x86_64-4l --audit");
 
   CheckArgs check;
   CLI::App* c = app.add_subcommand("check", "Run the simulator's rule checker on a trace");
