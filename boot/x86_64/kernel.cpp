@@ -1,0 +1,78 @@
+// The x86-64 test kernel: entered from entry.S in long mode on the boot
+// stub's identity map, it builds its own tables with ptkit (4-level or, when
+// the stub enabled LA57, 5-level), switches to them, runs every check, and
+// exits QEMU through isa-debug-exit: pass only if every check passed.
+#include "check.hpp"
+#include "checks_demand.hpp"
+#include "checks_paging.hpp"
+#include "cpu.hpp"
+#include "kernel_space.hpp"
+#include "machine.hpp"
+#include "serial.hpp"
+#include "trap.hpp"
+
+namespace kernel {
+namespace {
+
+constexpr ptkit::u32 kMultibootMagic = 0x2BAD'B002;  // in EAX from the loader
+
+template <class Format>
+void run(const Machine& m) {
+  constexpr VirtualLayout v = layout_for<Format::kMaxLevels>();
+  static TlbCounts counts;
+  Pool pool(PhysAddr(addr_of(g_table_pool)));
+  auto created =
+      Space<Format>::create(Format(m.features), image_access(), pool, {}, X86TlbSink(&counts));
+  {
+    Check c("space-create");
+    if (!c.expect_ok(created, "create")) return;
+  }
+  Space<Format>& space = created.value();
+  if (!build_kernel_space(space, m, v)) return;
+  PagingChecks<Format>(space, v, m).run();
+  DemandChecks<Format>(space, v, &counts).run();
+  serial::write("info tables in use ");
+  serial::dec(pool.pages_in_use());
+  serial::write(", invlpg ");
+  serial::dec(counts.invlpg);
+  serial::write(", cr3 reloads ");
+  serial::dec(counts.cr3_reloads);
+  serial::write(", global flushes ");
+  serial::dec(counts.global_flushes);
+  serial::write("\n");
+}
+
+}  // namespace
+}  // namespace kernel
+
+extern "C" [[noreturn]] void kmain(ptkit::u32 magic, ptkit::u32 info) {
+  using namespace kernel;
+  serial::init();
+  serial::write("ptkit x86-64 test kernel\n");
+  trap::install();
+  Machine m;
+  {
+    Check c("multiboot");
+    c.expect(magic == kMultibootMagic, "loader magic", magic);
+    c.expect(discover(info, m), "memory map present");
+    c.expect(m.is_ram(kScratch, kScratchEnd - kScratch), "RAM for the scratch area", m.ram_top);
+  }
+  {
+    Check c("cpu-features");
+    c.expect(m.features.nx, "NX (EFER.NXE)");
+    c.expect(m.features.page_1g, "1 GiB pages (run with -cpu max)");
+  }
+  serial::write(m.la57 ? "info paging 5-level\n" : "info paging 4-level\n");
+  if (g_checks_failed == 0) {
+    if (m.la57)
+      run<ptkit::x86::Paging5>(m);
+    else
+      run<ptkit::x86::Paging4>(m);
+  }
+  serial::write("summary ");
+  serial::dec(g_checks_passed);
+  serial::write(" ok, ");
+  serial::dec(g_checks_failed);
+  serial::write(" failed\n");
+  cpu::qemu_exit(g_checks_failed == 0 ? cpu::kExitPass : cpu::kExitFail);
+}

@@ -1,0 +1,118 @@
+// The kernel's own page tables, built with ptkit: the image at its link
+// addresses with per-section permissions (early::map_image), a direct map of
+// RAM and the local APIC (early::build_direct_map), tables from a static pool
+// inside the image reached through early::ImageAccess. Then CR3 switches to
+// them and the boot stub's identity map is gone.
+#pragma once
+
+#include "check.hpp"
+#include "cpu.hpp"
+#include "machine.hpp"
+#include "ptkit/early/direct_map.hpp"
+#include "ptkit/early/image_mapper.hpp"
+#include "ptkit/early/table_access.hpp"
+#include "ptkit/space.hpp"
+#include "tlb_sink.hpp"
+
+// kernel.ld
+extern "C" char __image_start[], __image_end[], __text_start[], __text_end[], __rodata_start[],
+    __rodata_end[], __data_start[], __data_end[], __bss_start[], __bss_end[];
+
+namespace kernel {
+
+using ptkit::Attrs;
+using ptkit::GiB;
+using ptkit::KiB;
+using ptkit::MemType;
+using ptkit::MiB;
+using ptkit::Perm;
+using ptkit::PhysAddr;
+using ptkit::u64;
+using ptkit::VirtAddr;
+
+inline u64 addr_of(const volatile void* p) {
+  return reinterpret_cast<u64>(p);
+}  // NOLINT: an address
+
+/// Table pages for the kernel's own space (its tables and every check's).
+inline constexpr unsigned kPoolPages = 96;
+using Pool = ptkit::StaticPoolAllocator<kPoolPages>;
+alignas(4096) inline u64 g_table_pool[kPoolPages][512];
+
+template <class Format>
+using Space =
+    ptkit::AddressSpace<Format, ptkit::early::ImageAccess, Pool&, ptkit::PlainWriter, X86TlbSink>;
+
+/// Where things go in each paging mode. 5-level puts everything at addresses
+/// a 4-level space does not have, so a table built for the wrong mode shows.
+struct VirtualLayout {
+  u64 direct_map;     // pa is mapped at direct_map + pa
+  u64 test_base;      // 1 GiB aligned, 4 GiB of room for the checks
+  u64 demand_window;  // 2 MiB below a 1 GiB boundary (checks_demand.hpp)
+};
+template <unsigned Levels>
+constexpr VirtualLayout layout_for() {
+  if constexpr (Levels == 4) {
+    return {0xffff'8880'0000'0000, 0x0000'4000'0000'0000, 0xffff'c000'3fe0'0000};
+  } else {
+    return {0xff11'0000'0000'0000, 0x00f0'0000'0000'0000, 0xff20'0000'3fe0'0000};
+  }
+}
+
+/// The image as the linker laid it out, at its load address (= link address).
+inline ptkit::early::ImageAccess image_access() {
+  return ptkit::early::ImageAccess::at(PhysAddr(addr_of(__image_start)),
+                                       addr_of(__image_end) - addr_of(__image_start),
+                                       VirtAddr(addr_of(__image_start)));
+}
+
+/// Creates the space, maps the image and the direct map, and switches CR3 to
+/// it. Each step is a check; returns false if any failed (the caller stops).
+template <class Format>
+bool build_kernel_space(Space<Format>& space, const Machine& m, const VirtualLayout& v) {
+  {
+    Check c("image-map");
+    const ptkit::early::ImageSection sections[] = {
+        {"text", VirtAddr(addr_of(__text_start)), addr_of(__text_end) - addr_of(__text_start),
+         ptkit::RX},
+        {"rodata", VirtAddr(addr_of(__rodata_start)),
+         addr_of(__rodata_end) - addr_of(__rodata_start), Perm::R},
+        {"data", VirtAddr(addr_of(__data_start)), addr_of(__data_end) - addr_of(__data_start),
+         ptkit::RW},
+        {"bss", VirtAddr(addr_of(__bss_start)), addr_of(__bss_end) - addr_of(__bss_start),
+         ptkit::RW},
+    };
+    const ptkit::early::ImageLayout layout{sections, 4, VirtAddr(addr_of(__image_start)), 4 * KiB};
+    auto report = ptkit::early::map_image(space, layout, PhysAddr(addr_of(__image_start)), {});
+    if (!c.expect_ok(report, "map_image")) return false;
+    // data and bss share their attributes: one range, so three in all.
+    c.expect(report->section_count == 4 && report->range_count == 3, "sections/ranges",
+             report->section_count, report->range_count);
+    c.expect(report->slot_count() == 1, "root slots", report->slot_count());
+    if (c.failed()) return false;
+  }
+  {
+    Check c("direct-map");
+    ptkit::early::DirectMapOptions opts;
+    opts.base = VirtAddr(v.direct_map);
+    opts.final_attrs = ptkit::early::final_direct_map_attrs(space.format());
+    auto report = ptkit::early::build_direct_map(space, m.memory_map(), opts);
+    if (!c.expect_ok(report, "build_direct_map")) return false;
+    // Nothing was mapped there: one pass, no splits, nothing to invalidate.
+    c.expect(report->pass_two_ops == 0 && report->pass_one.splits == 0, "one pass",
+             report->pass_two_ops, report->pass_one.splits);
+    c.expect(report->leaves_of_size(2 * MiB) != 0, "2M leaves in the direct map");
+    if (c.failed()) return false;
+  }
+  {
+    Check c("cr3-switch");
+    // Global translations (the image's) survive later CR3 reloads.
+    cpu::write_cr4(cpu::read_cr4() | cpu::kCr4Pge);
+    cpu::write_cr3(space.root().value());
+    c.expect(cpu::read_cr3() == space.root().value(), "CR3", cpu::read_cr3());
+    if (c.failed()) return false;
+  }
+  return true;
+}
+
+}  // namespace kernel

@@ -1,0 +1,38 @@
+// What the kernel learns about the machine before it builds its tables: the
+// memory map from the multiboot loader and the paging features from CPUID.
+#pragma once
+
+#include "ptkit/arch/x86_64.hpp"
+#include "ptkit/early/direct_map.hpp"
+
+namespace kernel {
+
+inline constexpr unsigned kMaxRanges = 32;
+
+struct Machine {
+  ptkit::early::MemoryRange ranges[kMaxRanges]{};
+  unsigned range_count = 0;
+  ptkit::u64 ram_top = 0;  // end of the highest RAM range
+  ptkit::x86::Features features{};
+  bool la57 = false;  // the boot stub turned on 5-level paging
+
+  [[nodiscard]] ptkit::early::MemoryMap memory_map() const {
+    return ptkit::early::MemoryMap{ranges, range_count};
+  }
+  /// Whether [pa, pa + size) lies inside one RAM range.
+  [[nodiscard]] bool is_ram(ptkit::u64 pa, ptkit::u64 size) const {
+    for (unsigned i = 0; i < range_count; ++i) {
+      const auto& r = ranges[i];
+      if (r.kind == ptkit::early::MemoryKind::Ram && pa >= r.start.value() &&
+          pa + size <= r.start.value() + r.size)
+        return true;
+    }
+    return false;
+  }
+};
+
+/// Reads the multiboot information at physical `info` (identity-mapped by
+/// the boot stub) and CPUID. Returns false when the loader gave no memory map.
+bool discover(ptkit::u64 info, Machine& m);
+
+}  // namespace kernel
