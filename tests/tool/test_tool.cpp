@@ -996,4 +996,87 @@ TEST(ToolCheck, MalformedTraceNamesTheLine) {
       << r.err;
 }
 
+/// `trace` without its header lines (ptkit-trace, format, root).
+std::string headerless(const std::string& trace) {
+  std::istringstream in(read_text(trace));
+  std::string line, out;
+  while (std::getline(in, line))
+    if (line.rfind("ptkit-trace", 0) != 0 && line.rfind("format", 0) != 0 &&
+        line.rfind("root", 0) != 0)
+      out += line + "\n";
+  return out;
+}
+
+TEST(ToolCheck, FormatAndRootStandInForAMissingHeader) {
+  const std::string stale = tmp("stale-events.trace");
+  write_text(stale, headerless(kTestDir + "/data/stale.trace"));
+  const Ran r = run({"check", stale, "--format", "x86_64-4l", "--root", "0x1000"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  // Line 15 of data/stale.trace, 12 once its three header lines are gone.
+  EXPECT_NE(r.out.find("line 12 (event 9): stale-translation at va 0x1000 level 0"),
+            std::string::npos)
+      << r.out;
+  const Ran j = run({"check", stale, "--format", "x86_64-4l", "--root", "4096", "--json"});
+  EXPECT_EQ(j.status, 3);
+  EXPECT_EQ(json::parse(j.out)["violations"][0]["line"], 12);
+  EXPECT_EQ(json::parse(j.out)["format"], "x86_64-4l");
+
+  const std::string clean = tmp("clean-events.trace");
+  write_text(clean, headerless(kTestDir + "/data/clean.trace"));
+  const Ran c = run({"check", clean, "--format", "x86_64-4l", "--root", "0x1000"});
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_NE(c.out.find("11 events, 0 violations"), std::string::npos) << c.out;
+
+  // A feature word reaches the checker: a 2M leaf is fine on x86-64 but
+  // breaks Xen's rules for a PV guest.
+  const std::string large = tmp("large-events.trace");
+  write_text(large,
+             "alloc 0x2000\nalloc 0x3000\nwrite 0x1000 0 3 0x2003\nwrite 0x2000 0 2 0x3003\n"
+             "write 0x3000 0 1 0x200083\nsync\n");
+  EXPECT_EQ(run({"check", large, "--format", "x86_64-4l", "--root", "0x1000"}).status, 0);
+  const Ran x =
+      run({"check", large, "--format", "x86_64-4l", "--feature", "xen-pv", "--root", "0x1000"});
+  EXPECT_EQ(x.status, 3) << x.err;
+  EXPECT_NE(x.out.find("line 5 (event 4): xen-large-page"), std::string::npos) << x.out;
+}
+
+TEST(ToolCheck, HeaderOptionsMistakes) {
+  const std::string events = tmp("events.trace");
+  write_text(events, headerless(kTestDir + "/data/clean.trace"));
+  const Ran none = run({"check", events});
+  EXPECT_EQ(none.status, 2);
+  EXPECT_NE(none.err.find("(a trace without a header needs --format and --root)"),
+            std::string::npos)
+      << none.err;
+  const Ran no_root = run({"check", events, "--format", "x86_64-4l"});
+  EXPECT_EQ(no_root.status, 1);
+  EXPECT_NE(no_root.err.find("--root: a trace without a header needs"), std::string::npos)
+      << no_root.err;
+  const Ran bad = run({"check", events, "--format", "x86_64-3l", "--root", "0x1000"});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("--format x86_64-3l: "), std::string::npos) << bad.err;
+  const Ran feature =
+      run({"check", events, "--format", "riscv-sv39", "--feature", "ttbr1", "--root", "0x1000"});
+  EXPECT_EQ(feature.status, 1);
+  EXPECT_NE(feature.err.find("'ttbr1'"), std::string::npos) << feature.err;
+
+  // A trace with a header: --format may repeat it, and must agree.
+  const std::string headed = kTestDir + "/data/clean.trace";
+  EXPECT_EQ(run({"check", headed, "--format", "x86_64-4l"}).status, 0);
+  const Ran other = run({"check", headed, "--format", "riscv-sv39"});
+  EXPECT_EQ(other.status, 1);
+  EXPECT_NE(other.err.find("--format riscv-sv39: " + headed + " says format x86_64-4l"),
+            std::string::npos)
+      << other.err;
+  const Ran root = run({"check", headed, "--root", "0x1000"});
+  EXPECT_EQ(root.status, 1);
+  EXPECT_NE(root.err.find("has a header, which gives them"), std::string::npos) << root.err;
+
+  // Errors in the events name the file's own line.
+  write_text(events, "# events only\nalloc 0x2000\nwrite 0x1000\n");
+  const Ran malformed = run({"check", events, "--format", "x86_64-4l", "--root", "0x1000"});
+  EXPECT_EQ(malformed.status, 2);
+  EXPECT_NE(malformed.err.find("events.trace:3: 'write'"), std::string::npos) << malformed.err;
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "util.hpp"
 
@@ -47,6 +48,10 @@ int cmd_dump(const DumpArgs& a);
 
 struct CheckArgs {
   std::string trace;
+  // The header of a trace that has none (kernels often log only events).
+  std::optional<std::string> format;
+  std::vector<std::string> features;
+  std::optional<std::string> root;
   bool json = false;
 };
 int cmd_check(const CheckArgs& a);

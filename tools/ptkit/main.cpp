@@ -109,13 +109,22 @@ int main(int argc, char** argv) {
   CheckArgs check;
   CLI::App* c = app.add_subcommand("check", "Run the simulator's rule checker on a trace");
   c->add_option("trace", check.trace, "Trace file (docs/trace-format.md)")->required();
+  c->add_option("--format", check.format,
+                "For a trace without a header: its paging format (ptkit formats)");
+  c->add_option("--feature", check.features,
+                "For a trace without a header: a feature word (ttbr1, svnapot, page_1g, ...; "
+                "docs/trace-format.md); repeatable");
+  c->add_option("--root", check.root, "For a trace without a header: the root table's address");
   c->add_flag("--json", check.json, "Print the violations as JSON");
   c->footer(
       "Exit status 3 when the trace breaks a rule; each violation names the event, the rule\n"
-      "and the manual's section.\n"
+      "and the manual's section. A trace that is only events (no 'ptkit-trace' header) needs\n"
+      "--format and --root; a trace with a header may repeat its format in --format, which\n"
+      "must then agree. Line numbers are the file's either way.\n"
       "Examples:\n"
       "  ptkit check trace.txt\n"
-      "  ptkit check trace.txt --json");
+      "  ptkit check trace.txt --json\n"
+      "  ptkit check events.log --format aarch64-4k-48 --feature ttbr1 --root 0x40001000");
 
   try {
     app.parse(argc, argv);
