@@ -7,7 +7,8 @@ char buffer[64] = {1};
 char bss[4 << 20];
 void _start() {
   bss[0] = char(message[0] + buffer[1]);
-  for (;;) {
-  }
+  // A loop with a side effect: C++ lets a compiler drop an empty endless
+  // loop, and clang then drops the whole body, leaving .text empty.
+  for (;;) __asm__ volatile("hlt");
 }
 }
