@@ -770,6 +770,21 @@ TEST(ToolImage, LoadPaIgnoresThePaddrs) {
   EXPECT_EQ(parse_hex(maps[1]["pa"]), 0x1001000u);
 }
 
+TEST(ToolImage, SegmentsMayNotShareThePhysicalPages) {
+  // Both at paddr 0: text and data would alias, code writable through data.
+  const std::string elf = crafted_elf("alias.elf", EM_X86_64,
+                                      {load_segment(0xffffffff80000000, 0, 0x1000, PF_R | PF_X),
+                                       load_segment(0xffffffff80200000, 0, 0x1000, PF_R | PF_W)});
+  const Ran r = run({"image", elf});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("segment 1 (vaddr 0xffffffff80200000, paddr 0x0, memsz 0x1000) and "
+                       "segment 0 (vaddr 0xffffffff80000000, paddr 0x0, memsz 0x1000) land on "
+                       "the same physical memory (pa 0x0)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(run({"image", elf, "--load-pa", "0x1000000"}).status, 0);
+}
+
 TEST(ToolImage, TableAreaOptions) {
   const std::string elf = crafted_elf("tables.elf", EM_AARCH64, kArmSegments);
   const Ran j = run({"image", elf, "--tables", "0x50000000", "--tables-size", "64K", "--json"});

@@ -96,6 +96,27 @@ Layout layout_for_elf(const ElfImage& elf, const Format& format, const ImageArgs
     }
   }
 
+  // Segments apart in virtual memory must be apart in physical memory too:
+  // toolchains that leave p_paddr 0 would otherwise alias (text and data on
+  // one page: writable code). Sharing a page with the same offset is handled
+  // below.
+  {
+    std::vector<const Piece*> by_pa;
+    for (const Piece& p : pieces) by_pa.push_back(&p);
+    std::stable_sort(by_pa.begin(), by_pa.end(),
+                     [](const Piece* x, const Piece* y) { return x->pa < y->pa; });
+    for (std::size_t i = 1; i < by_pa.size(); ++i) {
+      const Piece& p = *by_pa[i];
+      const Piece& q = *by_pa[i - 1];
+      const bool same_offset = p.pa - p.va == q.pa - q.va;
+      if (!same_offset && p.pa < q.pa + (q.end - q.va))
+        throw bad(
+            fmt::format("{} and {} land on the same physical memory (pa {:#x}); give the "
+                        "segments distinct p_paddr or pass --load-pa",
+                        where(*p.seg), where(*q.seg), p.pa));
+    }
+  }
+
   // Segments that share a page: one piece when they agree on permissions
   // and offset, else they needed page alignment.
   std::vector<Piece> merged;
