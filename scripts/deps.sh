@@ -9,7 +9,9 @@ packages=(
   libgtest-dev libgmock-dev
   libclang-rt-14-dev    # clang's sanitizer and builtins runtime
   libunicorn-dev        # Unicorn: QEMU's MMU in-process, the AArch64 walker's oracle
-  libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev  # the ptkit tool
+  libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev libelf-dev  # the ptkit tool
+  libbenchmark-dev      # bench/: Google Benchmark
+  qemu-system-x86 binutils  # boot/: x86-64 test kernels (ctest label qemu)
 )
 
 # One dpkg-query for all packages; those not installed (or unknown) are missing.
