@@ -68,6 +68,8 @@ using FreeList = FreeListAllocator<OffsetAccess>;
 template <PagingFormat Inner>
 struct LevelScrambled : Inner {
   using Inner::Inner;
+  // Rotated raw values do not advance by a fixed delta.
+  [[nodiscard]] constexpr LeafStep leaf_step(unsigned, bool) const { return {}; }
   static constexpr unsigned rot(unsigned level) { return 5 * level + 3; }
   [[nodiscard]] constexpr Entry decode(u64 raw, unsigned level) const {
     return Inner::decode(std::rotr(raw, int(rot(level))), level);
@@ -590,6 +592,23 @@ RunCheck check_contiguous_runs(const Fx& fx) {
 inline u64 test_seed() {
   if (const char* env = std::getenv("PTKIT_SEED")) return std::strtoull(env, nullptr, 0);
   return std::random_device{}() | (u64{std::random_device{}()} << 32);
+}
+
+/// How much of its full work a randomized test does: PTKIT_TEST_SCALE from
+/// the environment (default 1). The sanitizer build runs the same tests at a
+/// fraction of the length, so all three builds fit CI's time; the plain
+/// builds run them in full. `scaled(n, floor)` is n times the scale, never
+/// below `floor` (what a test needs to still reach every case it asserts on).
+inline double test_scale() {
+  if (const char* env = std::getenv("PTKIT_TEST_SCALE")) {
+    const double v = std::strtod(env, nullptr);
+    if (v > 0 && v <= 1) return v;
+  }
+  return 1.0;
+}
+inline u64 scaled(u64 n, u64 floor = 1) {
+  const auto v = static_cast<u64>(static_cast<double>(n) * test_scale());
+  return v < floor ? floor : v;
 }
 
 }  // namespace ptkit::test

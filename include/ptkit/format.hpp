@@ -13,6 +13,16 @@ namespace ptkit {
 
 enum class EntryKind : u8 { Invalid, Table, Leaf };
 
+/// How the raw value of a leaf advances along consecutive output addresses:
+/// with `linear`, the leaf for pa + leaf size at the same level, with the same
+/// attributes and hint, encodes as raw + `delta` (the address field is a plain
+/// shifted copy of pa that no carry can leave). The engine's bulk fill uses it
+/// to encode once per stretch of leaves instead of once per leaf.
+struct LeafStep {
+  bool linear = false;
+  u64 delta = 0;
+};
+
 /// A decoded descriptor, independent of the architecture.
 struct Entry {
   EntryKind kind = EntryKind::Invalid;
@@ -105,6 +115,12 @@ struct ExampleFormat {
   [[nodiscard]] constexpr u64 encode(const Entry& e, unsigned /*level*/) const {
     if (!e.valid()) return 0;
     return e.pa.value() | 1 | (e.is_leaf() ? 2 : 0);
+  }
+  /// Optional. How consecutive leaves at `level` (with the contiguous hint
+  /// or without) differ in their raw values; formats without this member, or
+  /// returning linear = false, are encoded leaf by leaf.
+  [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool /*contiguous*/) const {
+    return LeafStep{true, u64{1} << (12 + 9 * level)};
   }
   /// Cheap validity test of a raw entry at `level`, used by the engine's scans.
   [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned /*level*/) const {

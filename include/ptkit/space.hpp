@@ -594,22 +594,67 @@ class AddressSpace {
     const unsigned last = index_of(hi, level);
     for (unsigned i = 0; i < first; ++i) writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
     const Request& r = c.req;
-    for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
-      u64 raw;
-      if (full && leaf_ok(r, level)) {
-        const bool hint = run_foldable(r, level, base);
-        raw = format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs, 0, hint), level);
-        ++c.stats.leaves_written;
+    const u64 span = leaf_size(level);
+    const bool leaves = leaf_ok(r, level);
+    // Every entry but the first and the last is covered whole. The last
+    // may be partial even when it is also the first (last - 1 may not exist).
+    const bool last_partial = hi - align_down(hi, span) != span - 1;
+    u64 base = align_down(lo, span);
+    for (unsigned i = first;;) {
+      const u64 s_lo = lo > base ? lo : base;
+      const u64 s_hi = hi < base + (span - 1) ? hi : base + (span - 1);
+      if (leaves && s_lo == base && (i < last || !last_partial)) {
+        const unsigned to = last_partial ? last - 1 : last;
+        fill_leaves(c, t, pa, level, i, to, base);
+        base += u64{to - i + 1} * span;
+        i = to + 1;
       } else {
-        raw = format_.encode(Entry::table(new_table(c, level - 1, s_lo, s_hi)), level);
+        const u64 raw = format_.encode(Entry::table(new_table(c, level - 1, s_lo, s_hi)), level);
+        writer_.store_fresh(&t[i], raw, WriteSite{pa, i, level});
+        base += span;
+        ++i;
       }
-      writer_.store_fresh(&t[i], raw, WriteSite{pa, i, level});
-      return true;
-    });
+      if (i > last) break;
+    }
     for (unsigned i = last + 1; i < entries(level); ++i)
       writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
     access_.done(t);
     return pa;
+  }
+
+  /// Writes leaves into entries [from, to] of a fresh table, the first
+  /// mapping `base`. The hot loop of every bulk map: where the format's raw
+  /// leaves advance linearly (LeafStep), each is the previous one plus a
+  /// constant, and the format encodes only where the contiguous hint changes.
+  void fill_leaves(Ctx& c, u64* t, PhysAddr table, unsigned level, unsigned from, unsigned to,
+                   u64 base) {
+    const Request& r = c.req;
+    const u64 span = leaf_size(level);
+    const unsigned run = run_entries_[level];
+    bool hint = false;
+    LeafStep step = leaf_step(level, false);
+    u64 raw = 0;
+    for (unsigned k = from; k <= to; ++k, base += span) {
+      bool encode = k == from || !step.linear;
+      if (run > 1 && (k == from || (k & (run - 1)) == 0)) {
+        const bool h = run_foldable(r, level, base);
+        if (k == from || h != hint) {
+          hint = h;
+          step = leaf_step(level, h);
+          encode = true;
+        }
+      }
+      raw = encode ? format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs, 0, hint), level)
+                   : raw + step.delta;
+      writer_.store_fresh(&t[k], raw, WriteSite{table, k, level});
+    }
+    c.stats.leaves_written += to - from + 1;
+  }
+
+  [[nodiscard]] LeafStep leaf_step(unsigned level, bool contiguous) const {
+    if constexpr (requires { format_.leaf_step(level, contiguous); })
+      return format_.leaf_step(level, contiguous);
+    return {};
   }
 
   /// Tables a fresh table at `level` needs to map [lo, hi], itself included.

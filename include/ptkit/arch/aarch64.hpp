@@ -321,6 +321,14 @@ class Paging {
   [[nodiscard]] constexpr unsigned contiguous_entries(unsigned level) const {
     return features_.contiguous ? run_entries(level) : 1;
   }
+  /// Output addresses sit in place up to bit 47 with the 48-bit layouts; the
+  /// 52-bit ones move the top bits elsewhere (LPA2: 51:50 to 9:8; 64K LPA:
+  /// 51:48 to 15:12), where a carry would not go, so those encode per leaf.
+  /// The Contiguous bit is the same for every entry of a run.
+  [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool) const {
+    if (ds() || (granule_ == Granule::K64 && features_.lpa)) return {};
+    return LeafStep{true, u64{1} << leaf_shift(level)};
+  }
   /// The run length the hardware assumes for a set Contiguous bit at `level`,
   /// whether or not ptkit writes the hint; decode() aligns by it.
   [[nodiscard]] constexpr unsigned run_entries(unsigned level) const {

@@ -128,6 +128,12 @@ class Paging {
   [[nodiscard]] constexpr unsigned contiguous_entries(unsigned level) const {
     return features_.svnapot && level == 0 ? 1u << kNapotBits : 1u;
   }
+  /// The PPN is pa >> 12 at bit 10 (§4.4.1): the next leaf is raw + size / 4.
+  /// NAPOT entries all hold their run's base, so they encode per leaf.
+  [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool contiguous) const {
+    if (contiguous) return {};
+    return LeafStep{true, (u64{1} << (12 + 9 * level)) >> 2};
+  }
 
   /// Format-specific bits an entry carries through decode and encode: RSW
   /// always; A and D only with hw_ad, where the hart owns them. Without
