@@ -45,7 +45,12 @@ class CheckedTrace {
 
  private:
   void restart() {
+    // Keeps the events' capacity: traces of the large-table formats run to
+    // millions of events, and growing them again each time dominated.
+    std::vector<sim::TraceEvent> events = std::move(trace_.events);
+    events.clear();
     trace_ = sim::Trace{};
+    trace_.events = std::move(events);
     trace_.format = Config::trace_format();
     trace_.features = Config::trace_features();
     trace_.root = fx_.s().root().value();

@@ -12,7 +12,8 @@ template <class Config>
 class TransactionTest : public ::testing::Test {};
 TYPED_TEST_SUITE(TransactionTest, AllFormats);
 
-constexpr int kOps = 1500;
+// Shorter under PTKIT_TEST_SCALE (the sanitizer build).
+const u64 kOps = scaled(1500, 200);
 
 TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   const u64 seed = test_seed();
@@ -38,7 +39,7 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   const u64 blocks = std::min(u64{1} << 16, room / block - margin);
   u64 injected = 0;
 
-  for (int op = 0; op < kOps; ++op) {
+  for (u64 op = 0; op < kOps; ++op) {
     const u64 va = base + pick(blocks) * block + (pick(2) ? pick(per_table) * page : 0);
     const u64 size = (1 + pick(pick(4) == 0 ? 2048 : 8)) * page;
     const u64 pa = pick(2) ? va - base : (va - base) + page * (1 + pick(per_table - 1));
@@ -92,7 +93,7 @@ TYPED_TEST(TransactionTest, AllocationFailureAtEveryPageChangesNothing) {
   const sim::CheckResult rules = checked.check_and_restart();
   ASSERT_TRUE(rules.ok()) << first_violations(rules);
   std::printf("%llu injected failures\n", static_cast<unsigned long long>(injected));
-  EXPECT_GT(injected, u64{kOps} / 8);
+  EXPECT_GT(injected, kOps / 8);
   ASSERT_TRUE(fx.s().unmap(VirtAddr(base), (blocks + margin) * block).ok());
   EXPECT_EQ(fx.tables_in_use(), 1u);
 }

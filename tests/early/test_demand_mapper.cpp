@@ -367,8 +367,8 @@ class DemandMapperTest : public ::testing::Test {
   /// case: 2M and 4K leaves, a pool of 8), fewer elsewhere to keep the binary
   /// quick.
   u64 fault_count() {
-    if constexpr (std::is_same_v<Config, X86_4>) return 100'000;
-    return fx.s().entries(0) > 512 ? 5'000 : 20'000;
+    if constexpr (std::is_same_v<Config, X86_4>) return scaled(100'000, 5'000);
+    return scaled(fx.s().entries(0) > 512 ? 5'000 : 20'000, 1'000);
   }
 };
 

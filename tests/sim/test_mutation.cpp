@@ -396,6 +396,8 @@ void run_format(const std::string& format, int traces, int ops, u64 max_mutants)
   std::printf("PTKIT_SEED=%" PRIu64 " (set it to replay) %s\n", seed, format.c_str());
   std::mt19937_64 rng(seed);
   Totals tot;
+  // Under the sanitizers fewer mutants per trace; every trace still runs.
+  max_mutants = scaled(max_mutants, 20);
   for (int n = 0; n < traces; ++n) {
     const u64 trace_seed = rng();
     SCOPED_TRACE(::testing::Message() << format << " seed " << seed << " trace " << n);
