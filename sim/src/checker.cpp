@@ -430,6 +430,11 @@ class Checker {
   }
 
   void sweep() {
+    for (const Item& it : items_) {
+      if (!it.retired) continue;
+      auto at = items_at_slot_.find(it.slot);
+      if (--at->second == 0) items_at_slot_.erase(at);
+    }
     std::erase_if(items_, [](const Item& it) { return it.retired; });
   }
 
@@ -747,6 +752,7 @@ class Checker {
         it.hi = it.lo + (rs - 1);
       }
       items_.push_back(it);
+      ++items_at_slot_[slot];
     }
     if (od.kind == DK::Table && level > 0) {
       Item it = base;
@@ -759,6 +765,7 @@ class Checker {
       it.hit_lo = lo;
       it.hit_hi = hi;
       items_.push_back(it);
+      ++items_at_slot_[slot];
     }
     spend(before.size());
   }
@@ -803,6 +810,8 @@ class Checker {
   /// invalidated and completed by now.
   template <class At>
   void check_bbm_order(u64 slot, const At& a, unsigned level, const Descriptor& nd) {
+    // Most entries made valid were never broken: no scan of every item.
+    if (!items_at_slot_.contains(slot)) return;
     std::vector<Region> old_regions;
     const Item* first = nullptr;
     for (const Item& it : items_) {
@@ -945,6 +954,7 @@ class Checker {
   std::unordered_map<u64, unsigned> writable_frames_;
   std::vector<std::pair<u64, u64>> live_;
   std::vector<Item> items_;
+  std::unordered_map<u64, std::uint32_t> items_at_slot_;  // items_ per entry address
   std::vector<Run> runs_;
 };
 
