@@ -623,32 +623,54 @@ class AddressSpace {
   }
 
   /// Writes leaves into entries [from, to] of a fresh table, the first
-  /// mapping `base`. The hot loop of every bulk map: where the format's raw
-  /// leaves advance linearly (LeafStep), each is the previous one plus a
-  /// constant, and the format encodes only where the contiguous hint changes.
+  /// mapping `base`. The hot loop of every bulk map: it goes stretch by
+  /// stretch of leaves that share the contiguous hint (the whole range where
+  /// the format has no runs); where the format's raw leaves advance linearly
+  /// (LeafStep), a stretch is encoded once and stored as raw + k * delta.
   void fill_leaves(Ctx& c, u64* t, PhysAddr table, unsigned level, unsigned from, unsigned to,
                    u64 base) {
     const Request& r = c.req;
     const u64 span = leaf_size(level);
     const unsigned run = run_entries_[level];
-    bool hint = false;
-    LeafStep step = leaf_step(level, false);
-    u64 raw = 0;
-    for (unsigned k = from; k <= to; ++k, base += span) {
-      bool encode = k == from || !step.linear;
-      if (run > 1 && (k == from || (k & (run - 1)) == 0)) {
-        const bool h = run_foldable(r, level, base);
-        if (k == from || h != hint) {
-          hint = h;
-          step = leaf_step(level, h);
-          encode = true;
+    for (unsigned k = from; k <= to;) {
+      bool hint = false;
+      unsigned end = to;
+      if (run > 1) {
+        // Runs are aligned groups of `run` entries; whole runs with the same
+        // hint join the stretch.
+        hint = run_foldable(r, level, base);
+        end = (k | (run - 1)) < to ? (k | (run - 1)) : to;
+        while (end < to && run_foldable(r, level, base + u64{end + 1 - k} * span) == hint)
+          end = end + run < to ? end + run : to;
+      }
+      const LeafStep step = leaf_step(level, hint);
+      u64 pa = base + r.delta;
+      u64 raw = format_.encode(Entry::leaf(PhysAddr(pa), r.attrs, 0, hint), level);
+      if (step.linear) {
+        store_fresh_run(t, table, level, k, end, raw, step.delta);
+      } else {
+        for (unsigned i = k; i <= end; ++i, pa += span) {
+          if (i != k) raw = format_.encode(Entry::leaf(PhysAddr(pa), r.attrs, 0, hint), level);
+          writer_.store_fresh(&t[i], raw, WriteSite{table, i, level});
         }
       }
-      raw = encode ? format_.encode(Entry::leaf(PhysAddr(base + r.delta), r.attrs, 0, hint), level)
-                   : raw + step.delta;
-      writer_.store_fresh(&t[k], raw, WriteSite{table, k, level});
+      base += u64{end - k + 1} * span;
+      k = end + 1;
     }
     c.stats.leaves_written += to - from + 1;
+  }
+
+  /// Entries [from, to] of a fresh table get raw, raw + delta, ...: in one
+  /// call where the writer takes runs (a loop the compiler vectorizes), else
+  /// entry by entry.
+  void store_fresh_run(u64* t, PhysAddr table, unsigned level, unsigned from, unsigned to, u64 raw,
+                       u64 delta) {
+    if constexpr (requires { writer_.store_fresh_run(t, u64{1}, raw, delta); }) {
+      writer_.store_fresh_run(&t[from], u64{to - from + 1}, raw, delta);
+    } else {
+      for (unsigned i = from; i <= to; ++i, raw += delta)
+        writer_.store_fresh(&t[i], raw, WriteSite{table, i, level});
+    }
   }
 
   [[nodiscard]] LeafStep leaf_step(unsigned level, bool contiguous) const {

@@ -29,6 +29,11 @@ struct PlainWriter {
     __atomic_store_n(slot, value, __ATOMIC_RELAXED);
   }
   void store_fresh(u64* slot, u64 value, const WriteSite&) const { *slot = value; }
+  /// Optional for writers: `count` consecutive fresh entries from `first`,
+  /// the k-th holding value + k * delta (the engine's bulk fill).
+  void store_fresh_run(u64* first, u64 count, u64 value, u64 delta) const {
+    for (u64 k = 0; k < count; ++k) first[k] = value + k * delta;
+  }
 };
 
 /// Forwards every store to a recorder (`on_write(site, old, new, fresh)`)
