@@ -595,9 +595,9 @@ inline u64 test_seed() {
 }
 
 /// How much of its full work a randomized test does: PTKIT_TEST_SCALE from
-/// the environment (default 1). The sanitizer build runs the same tests at a
-/// fraction of the length, so all three builds fit CI's time; the plain
-/// builds run them in full. `scaled(n, floor)` is n times the scale, never
+/// the environment (default 1). scripts/test.sh runs the clang and sanitizer
+/// builds at a fraction of the length, so all three builds fit CI's time; the
+/// g++ build runs them in full. `scaled(n, floor)` is n times the scale, never
 /// below `floor` (what a test needs to still reach every case it asserts on).
 inline double test_scale() {
   if (const char* env = std::getenv("PTKIT_TEST_SCALE")) {
