@@ -12,6 +12,9 @@ packages=(
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev libelf-dev  # the ptkit tool
   libbenchmark-dev      # bench/: Google Benchmark
   qemu-system-x86 binutils  # boot/: x86-64 test kernels (ctest label qemu)
+  grub-pc-bin grub-common xorriso mtools  # boot/: the x86-64 kernel booted by GRUB from an ISO
+  qemu-system-arm gcc-aarch64-linux-gnu g++-aarch64-linux-gnu      # boot/: AArch64 test kernels
+  qemu-system-misc gcc-riscv64-linux-gnu g++-riscv64-linux-gnu     # boot/: RISC-V test kernels
 )
 
 # One dpkg-query for all packages; those not installed (or unknown) are missing.

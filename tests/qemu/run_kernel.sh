@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # Boots a ptkit test kernel under QEMU and checks its serial report.
-#   run_kernel.sh QEMU KERNEL EXPECTED CPU [REQUIRED_LINE]
-# Passes only if QEMU exits with the kernel's pass status (33: isa-debug-exit
-# 0x10), every check named in EXPECTED (one per line, # comments) printed
-# `ok <name>`, no line starts with FAIL, and REQUIRED_LINE (e.g. the paging
-# mode) appears. A triple fault exits 0, a hang is cut at 60 s: both fail.
+#   run_kernel.sh EXPECTED REQUIRED_LINE -- QEMU [QEMU ARGS...]
+# The runner adds `-display none -no-reboot -monitor none -serial file:LOG`.
+# Every kernel exits with 33 for pass and 35 for fail (x86: isa-debug-exit
+# 0x10/0x11; AArch64: semihosting exit; RISC-V: the test finisher).
+# Passes only if QEMU exits 33, every check named in EXPECTED (one per line,
+# # comments) printed `ok <name>`, no line starts with FAIL, and REQUIRED_LINE
+# (e.g. the paging mode; empty for none) appears. A crash exits 0 or hangs
+# (cut at 60 s): both fail, with the serial log shown.
 set -uo pipefail
 
-if (($# < 4)); then
-  echo "usage: $0 QEMU KERNEL EXPECTED CPU [REQUIRED_LINE]" >&2
+if (($# < 4)) || [[ $3 != -- ]]; then
+  echo "usage: $0 EXPECTED REQUIRED_LINE -- QEMU [QEMU ARGS...]" >&2
   exit 2
 fi
-qemu=$1 kernel=$2 expected=$3 cpu=$4 required=${5-}
+expected=$1 required=$2
+shift 3
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 start=${EPOCHREALTIME/./}  # microseconds
-timeout 60 "$qemu" -cpu "$cpu" -m 128M -display none -no-reboot -monitor none \
-  -device isa-debug-exit,iobase=0xf4,iosize=0x04 -serial "file:$log" \
-  -kernel "$kernel" </dev/null
+timeout 60 "$@" -display none -no-reboot -monitor none -serial "file:$log" </dev/null
 status=$?
 end=${EPOCHREALTIME/./}
 
@@ -31,7 +33,7 @@ case $status in
   33) ;;
   35) echo "kernel reported failure (status 35)"; fail=1 ;;
   124) echo "timed out after 60 s"; fail=1 ;;
-  0) echo "QEMU exited 0: a triple fault (or reset) before the kernel reported"; fail=1 ;;
+  0) echo "QEMU exited 0: a crash or reset before the kernel reported"; fail=1 ;;
   *) echo "QEMU failed with status ${status}"; fail=1 ;;
 esac
 
