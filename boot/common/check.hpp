@@ -1,6 +1,7 @@
 // One named check per scope: conditions are expected inside it, and when it
 // ends it prints `ok <name>` or `FAIL <name>: <first failed condition> ...`
-// on the serial port. The host test requires every expected `ok` line.
+// on the serial port. tests/qemu/run_kernel.sh requires every expected `ok`
+// line. Shared by every architecture's kernel (serial.hpp is each one's own).
 #pragma once
 
 #include "ptkit/status.hpp"
