@@ -1,0 +1,77 @@
+// The RISC-V test kernel: entered from entry.S in S-mode with paging off, it
+// reads the devicetree, builds its own tables with ptkit in the paging mode
+// the command line names (Sv39, Sv48 or Sv57), switches satp to them, runs
+// every check, and exits QEMU through the test finisher: pass only if every
+// check passed.
+#include "check.hpp"
+#include "cpu.hpp"
+#include "kernel_space.hpp"
+#include "machine.hpp"
+#include "mmio.hpp"
+#include "serial.hpp"
+#include "trap.hpp"
+
+namespace kernel {
+namespace {
+
+void info_count(const char* what, u64 n, const char* end = ", ") {
+  serial::write(what);
+  serial::write(" ");
+  serial::dec(n);
+  serial::write(end);
+}
+
+void run(const Machine& m) {
+  const VirtualLayout v = layout_for(m.mode);
+  static TlbState tlb;
+  Pool pool(PhysAddr(addr_of(g_table_pool)));
+  auto created = Space::create(Format(m.mode, m.features), image_access(), pool, {},
+                               TlbSinkRv(CountingOps(&tlb), 0));
+  {
+    Check c("space-create");
+    if (!c.expect_ok(created, "create")) return;
+  }
+  Space& space = created.value();
+  if (!build_kernel_space(space, m, v)) return;
+  serial::write("info paging ");
+  serial::write(mode_name(m.mode));
+  serial::write("\n");
+
+  serial::write("info tables in use ");
+  serial::dec(pool.pages_in_use());
+  serial::write(", sfence.vma:");
+  info_count(" va+asid", tlb.counts.va_asid);
+  info_count("va", tlb.counts.va);
+  info_count("asid", tlb.counts.asid);
+  info_count("all", tlb.counts.all, "\n");
+}
+
+}  // namespace
+}  // namespace kernel
+
+extern "C" [[noreturn]] void kmain(ptkit::u64 hartid, ptkit::u64 dtb) {
+  using namespace kernel;
+  const u64 start = cpu::read_time();
+  serial::write("ptkit riscv64 test kernel\n");
+  trap::install();
+  Machine m;
+  {
+    Check c("devicetree");
+    c.expect(hartid == 0, "boot hart 0", hartid);
+    c.expect(discover(dtb, addr_of(__image_start), m), "memory and ISA from the devicetree", dtb);
+    c.expect(m.mode_given, "ptkit.paging=svNN on the command line");
+  }
+  serial::write("info isa");
+  serial::write(m.features.svpbmt ? " svpbmt" : " no-svpbmt");
+  serial::write(m.features.svnapot ? " svnapot\n" : " no-svnapot\n");
+  if (g_checks_failed == 0) run(m);
+  serial::write("info boot-to-summary ");
+  serial::dec((cpu::read_time() - start) / 10'000);  // the virt board's timebase is 10 MHz
+  serial::write(" ms\n");
+  serial::write("summary ");
+  serial::dec(g_checks_passed);
+  serial::write(" ok, ");
+  serial::dec(g_checks_failed);
+  serial::write(" failed\n");
+  mmio::qemu_exit(g_checks_failed == 0 ? mmio::kExitPass : mmio::kExitFail);
+}
