@@ -4,10 +4,13 @@
 // every check, and exits QEMU through the test finisher: pass only if every
 // check passed.
 #include "check.hpp"
+#include "checks_leaves.hpp"
+#include "checks_paging.hpp"
 #include "cpu.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
 #include "mmio.hpp"
+#include "scratch.hpp"
 #include "serial.hpp"
 #include "trap.hpp"
 
@@ -33,9 +36,16 @@ void run(const Machine& m) {
   }
   Space& space = created.value();
   if (!build_kernel_space(space, m, v)) return;
+  // The line each ctest requires: the mode satp took, and the extensions
+  // whose checks run (NAPOT leaves, the IO memory type).
   serial::write("info paging ");
   serial::write(mode_name(m.mode));
+  serial::write(m.features.svpbmt ? " svpbmt" : "");
+  serial::write(m.features.svnapot ? " svnapot" : "");
   serial::write("\n");
+  PhysWindow(v.direct_map).tag_scratch();
+  PagingChecks(space, v, m, tlb).run();
+  LeafChecks(space, v, m, tlb).run();
 
   serial::write("info tables in use ");
   serial::dec(pool.pages_in_use());
@@ -60,10 +70,8 @@ extern "C" [[noreturn]] void kmain(ptkit::u64 hartid, ptkit::u64 dtb) {
     c.expect(hartid == 0, "boot hart 0", hartid);
     c.expect(discover(dtb, addr_of(__image_start), m), "memory and ISA from the devicetree", dtb);
     c.expect(m.mode_given, "ptkit.paging=svNN on the command line");
+    c.expect(m.is_ram(kScratch, kScratchEnd - kScratch), "RAM for the scratch area", m.ram_end);
   }
-  serial::write("info isa");
-  serial::write(m.features.svpbmt ? " svpbmt" : " no-svpbmt");
-  serial::write(m.features.svnapot ? " svnapot\n" : " no-svnapot\n");
   if (g_checks_failed == 0) run(m);
   serial::write("info boot-to-summary ");
   serial::dec((cpu::read_time() - start) / 10'000);  // the virt board's timebase is 10 MHz
