@@ -12,8 +12,6 @@
 #include "scratch.hpp"
 #include "trap.hpp"
 
-extern "C" char probe_done[];  // traps.S: a `ret`
-
 namespace kernel {
 
 using trap::kInstructionPageFault;

@@ -4,7 +4,9 @@
 // every check, and exits QEMU through the test finisher: pass only if every
 // check passed.
 #include "check.hpp"
+#include "checks_demand.hpp"
 #include "checks_leaves.hpp"
+#include "checks_live.hpp"
 #include "checks_paging.hpp"
 #include "cpu.hpp"
 #include "kernel_space.hpp"
@@ -46,6 +48,8 @@ void run(const Machine& m) {
   PhysWindow(v.direct_map).tag_scratch();
   PagingChecks(space, v, m, tlb).run();
   LeafChecks(space, v, m, tlb).run();
+  LiveChecks(space, tlb).run();
+  run_demand_checks(space, v, m, tlb);
 
   serial::write("info tables in use ");
   serial::dec(pool.pages_in_use());

@@ -10,6 +10,8 @@
 
 #include "ptkit/addr.hpp"
 
+extern "C" char probe_done[];  // traps.S: a lone `ret` in text, to execute
+
 namespace kernel::trap {
 
 using ptkit::u64;

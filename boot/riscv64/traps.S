@@ -76,3 +76,14 @@ probe_exec_ret:
         ld ra, 8(sp)
         addi sp, sp, 16
         ret
+
+// ---- A page of text of its own --------------------------------------------
+// checks_live.hpp makes this page non-executable while the kernel runs from
+// the rest of the text megapage: nothing else may share it.
+
+        .section .text.live_page, "ax"
+        .p2align 12
+        .globl live_text_page
+live_text_page:
+        ret
+        .balign 4096
