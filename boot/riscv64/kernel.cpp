@@ -8,6 +8,7 @@
 #include "checks_leaves.hpp"
 #include "checks_live.hpp"
 #include "checks_paging.hpp"
+#include "checks_random.hpp"
 #include "cpu.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
@@ -50,6 +51,8 @@ void run(const Machine& m) {
   LeafChecks(space, v, m, tlb).run();
   LiveChecks(space, tlb).run();
   run_demand_checks(space, v, m, tlb);
+  static RandomChecks random(space, v, pool, tlb, 0x5eed'0000 + u64(m.mode));
+  random.run();
 
   serial::write("info tables in use ");
   serial::dec(pool.pages_in_use());
