@@ -266,14 +266,23 @@ TEST_P(ToolRoundTrip, DumpReproducesTheLayout) {
   for (const json& r : runs) dumped += r["size"].get<u64>();
   EXPECT_EQ(dumped, mapped);
 
-  // The audit finds nothing but the identity map's rwx RAM (early boot).
+  // The audit finds nothing but the identity map's rwx RAM (early boot),
+  // which is also an executable direct map. The direct map may write the
+  // tables; the sidecar says where it is.
   auto audit_args = dump;
   audit_args.push_back("--audit");
+  if (side.contains("direct_map"))
+    audit_args.insert(audit_args.end(), {"--direct-map", side["direct_map"]});
   const Ran a = run(audit_args);
   EXPECT_EQ(a.status, layout == "identity" ? 3 : 0) << a.out << a.err;
   if (layout == "identity") {
-    EXPECT_EQ(a.out.find("wx            0x0000000040000000-0x0000000080000000"), 0u) << a.out;
-    EXPECT_NE(a.out.find(": 1 finding (1 wx)"), std::string::npos) << a.out;
+    EXPECT_NE(a.out.find("wx              0x0000000040000000-0x0000000080000000"),
+              std::string::npos)
+        << a.out;
+    EXPECT_NE(a.out.find("exec-direct-map 0x0000000040000000-0x0000000080000000"),
+              std::string::npos)
+        << a.out;
+    EXPECT_NE(a.out.find(": 2 findings (1 exec-direct-map, 1 wx)"), std::string::npos) << a.out;
   }
 
   // And dump's text is build --dump's without the section markers.
@@ -470,6 +479,7 @@ TEST(ToolBadImage, SharedTablesCannotMakeTheWalkRunAway) {
 struct Blob {
   std::string bytes;
   u64 base = 0, root = 0;
+  std::string direct_map;  // the sidecar's, for --direct-map; empty: none
 
   [[nodiscard]] u64 word(u64 pa) const {
     u64 v = 0;
@@ -495,7 +505,8 @@ struct Blob {
 Blob built_blob(const std::string& format, const std::string& path) {
   EXPECT_EQ(run({"build", "--format", format, "--out", path}).status, 0);
   const json side = json::parse(read_text(path + ".json"));
-  return {read_text(path), parse_hex(side["base"]), parse_hex(side["root"])};
+  return {read_text(path), parse_hex(side["base"]), parse_hex(side["root"]),
+          side.value("direct_map", std::string())};
 }
 
 Ran audit(const Blob& b, const std::string& format, const std::string& path,
@@ -504,6 +515,8 @@ Ran audit(const Blob& b, const std::string& format, const std::string& path,
   std::vector<std::string> args = {"dump",           path,     "--root",
                                    hex_text(b.root), "--base", hex_text(b.base),
                                    "--format",       format,   "--audit"};
+  // The direct map writes the tables; --direct-map says where it is.
+  if (!b.direct_map.empty()) args.insert(args.end(), {"--direct-map", b.direct_map});
   args.insert(args.end(), extra.begin(), extra.end());
   return run(args);
 }
@@ -577,7 +590,9 @@ TEST(ToolAudit, AArch64UserAccessOnlyMattersInTheKernelHalf) {
   EXPECT_EQ(report["findings"][0]["user"], "r--");
   EXPECT_EQ(report["half"], "ttbr1");
   // The same tables as a TTBR0 root: user mappings are what TTBR0 is for.
-  const Ran lower = audit(b, "aarch64-4k-48", path, {"--half", "lower"});
+  // (The direct map at 0xffff000000000000 in TTBR1 is at 0 seen from TTBR0.)
+  b.direct_map.clear();
+  const Ran lower = audit(b, "aarch64-4k-48", path, {"--half", "lower", "--direct-map", "0"});
   EXPECT_EQ(lower.status, 0) << lower.out;
 }
 
@@ -1092,6 +1107,235 @@ TEST(ToolCheck, HeaderOptionsMistakes) {
   const Ran malformed = run({"check", events, "--format", "x86_64-4l", "--root", "0x1000"});
   EXPECT_EQ(malformed.status, 2);
   EXPECT_NE(malformed.err.find("events.trace:3: 'write'"), std::string::npos) << malformed.err;
+}
+
+// ---- audit: writable tables, executable direct map ------------------------------------
+
+TEST(ToolAudit, WritableMappingsOfTablesOutsideTheDirectMap) {
+  const std::string path = tmp("audit-writable.bin");
+  Blob b = built_blob("x86_64-4l", path);
+  ASSERT_EQ(b.direct_map, "0xffff800000000000");
+  // Without --direct-map the direct map is one more writable mapping of the
+  // tables (the table area at 16M lies in the RAM it maps).
+  Blob unnamed = b;
+  unnamed.direct_map.clear();
+  const Ran r = audit(unnamed, "x86_64-4l", path);
+  EXPECT_EQ(r.status, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("writable-table  0xffff800000000000-0xffff8000c0000000      3G  pa "
+                       "0x0000000000000000  kern rw- user ---  PDPT: writable mapping of "),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("(first at pa 0x0000000001000000)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": 1 finding (1 writable-table)"), std::string::npos) << r.out;
+  // A direct map elsewhere does not excuse this one.
+  const Ran other = audit(unnamed, "x86_64-4l", path, {"--direct-map", "0xffff888000000000"});
+  EXPECT_EQ(other.status, 3) << other.out;
+  const Ran json_out = audit(unnamed, "x86_64-4l", path, {"--json"});
+  const json j = json::parse(json_out.out);
+  ASSERT_EQ(j["findings"].size(), 1u) << json_out.out;
+  EXPECT_EQ(j["findings"][0]["kind"], "writable-table");
+  EXPECT_EQ(j["counts"]["writable-table"], 1);
+}
+
+TEST(ToolAudit, ExecutableDirectMap) {
+  // The direct map's 1G leaf at PML4 slot 256 made executable (XD cleared).
+  const std::string path = tmp("audit-xdm.bin");
+  Blob b = built_blob("x86_64-4l", path);
+  const u64 leaf = b.entry(0xffff800000000000, 2);
+  ASSERT_NE(b.word(leaf) & (u64{1} << 63), 0u) << "direct map not XD in the built-in example?";
+  b.set(leaf, b.word(leaf) & ~(u64{1} << 63));
+  const Ran r = audit(b, "x86_64-4l", path);
+  EXPECT_EQ(r.status, 3) << r.out << r.err;
+  // Writable and now executable: both findings for the same range.
+  EXPECT_NE(r.out.find("exec-direct-map 0xffff800000000000-0xffff800040000000      1G  pa "
+                       "0x0000000000000000  kern rwx user ---  PDPT: executable mapping in the "
+                       "direct map"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(": 2 findings (1 exec-direct-map, 1 wx)"), std::string::npos) << r.out;
+}
+
+// ---- build --out: the C header --------------------------------------------------------
+
+/// Compiles `program` as C with the host compiler, runs it, returns stdout.
+std::string run_c(const std::string& name, const std::string& program,
+                  const std::string& include_dir) {
+  const std::string src = tmp(name + ".c"), exe = tmp(name);
+  write_text(src, program);
+  const std::string cc = std::string(PTKIT_HOST_CC) + " -x c -std=c99 -Wall -Werror -I" +
+                         quote(include_dir) + " " + quote(src) + " -o " + quote(exe);
+  EXPECT_EQ(std::system(cc.c_str()), 0) << cc;
+  const std::string out = tmp(name + ".txt");
+  EXPECT_EQ(std::system((quote(exe) + " >" + quote(out)).c_str()), 0);
+  return read_text(out);
+}
+
+TEST(ToolOut, CHeaderAgreesWithTheJsonSidecar) {
+  for (const std::string format : {"x86_64-5l", "aarch64-4k-48", "aarch64-64k-52", "riscv-sv39"}) {
+    SCOPED_TRACE(format);
+    const std::string dir = tmp("hdr-" + format);
+    fs::create_directories(dir);
+    ASSERT_EQ(run({"build", "--format", format, "--out", dir + "/tables.bin"}).status, 0);
+    const json side = json::parse(read_text(dir + "/tables.bin.json"));
+    const std::string out = run_c("hdr-prog-" + format, R"(#include <stdio.h>
+#include "tables.bin.h"
+#define PRINT_ENTRY(i, va, raw) printf("%u %llx %llx\n", (unsigned)(i), va, raw);
+int main(void) {
+  printf("%s %llx %llx %llx %d\n", PTKIT_TABLES_FORMAT, PTKIT_TABLES_ROOT, PTKIT_TABLES_BASE,
+         PTKIT_TABLES_SIZE, PTKIT_TABLES_ROOT_ENTRY_COUNT);
+  PTKIT_TABLES_ROOT_ENTRIES(PRINT_ENTRY)
+  return 0;
+}
+)",
+                                  dir);
+    std::ostringstream want;
+    want << format << " " << std::hex << parse_hex(side["root"]) << " " << parse_hex(side["base"])
+         << " " << side["size"].get<u64>() << " " << std::dec << side["root_entries"].size()
+         << "\n";
+    for (const json& e : side["root_entries"])
+      want << e["index"].get<u64>() << " " << std::hex << parse_hex(e["va"]) << " "
+           << parse_hex(e["raw"]) << std::dec << "\n";
+    EXPECT_EQ(out, want.str());
+    EXPECT_FALSE(side["root_entries"].empty());
+    // The root entries are the root table's valid words, read from the blob.
+    const std::string blob = read_text(dir + "/tables.bin");
+    for (const json& e : side["root_entries"]) {
+      u64 raw = 0;
+      const u64 at = parse_hex(side["root"]) - parse_hex(side["base"]) + e["index"].get<u64>() * 8;
+      std::memcpy(&raw, blob.data() + at, 8);
+      EXPECT_EQ(raw, parse_hex(e["raw"]));
+    }
+    const std::string header = read_text(dir + "/tables.bin.h");
+    if (format.rfind("aarch64", 0) == 0) {
+      EXPECT_NE(header.find("#define PTKIT_TABLES_MAIR_EL1 0x"), std::string::npos) << header;
+      EXPECT_NE(header.find("#define PTKIT_TABLES_TTBR"), std::string::npos) << header;
+    } else if (format.rfind("riscv", 0) == 0) {
+      // satp: MODE 8 (Sv39) in bits 63:60, the root's PPN below.
+      const u64 satp = u64{8} << 60 | parse_hex(side["root"]) >> 12;
+      EXPECT_EQ(parse_hex(side["satp"]), satp);
+    } else {
+      EXPECT_EQ(side["cr3"], side["root"]);
+    }
+  }
+}
+
+TEST(ToolBuild, JsonReportsTheTlbWork) {
+  const Ran r = run({"build", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json j = json::parse(r.out);
+  // Built into empty tables: every map publishes its entries, nothing is
+  // invalidated (no translation existed to be cached).
+  EXPECT_EQ(j["tlb"]["invalidations"], 0);
+  EXPECT_EQ(j["tlb"]["full_flushes"], 0);
+  EXPECT_GE(j["tlb"]["publishes"].get<u64>(), j["mappings"].size());
+}
+
+// ---- dump of an ELF core (QEMU dump-guest-memory) -------------------------------------
+
+struct CoreSegment {
+  u64 pa = 0;
+  std::string bytes;
+};
+
+/// An ELF64 core like QEMU's dump-guest-memory writes: PT_LOAD segments
+/// holding guest physical memory at p_paddr (and a PT_NOTE, ignored).
+std::string crafted_core(const std::string& name, const std::vector<CoreSegment>& segs,
+                         u64 truncate_to = 0) {
+  Elf64_Ehdr eh{};
+  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+  eh.e_ident[EI_CLASS] = ELFCLASS64;
+  eh.e_ident[EI_DATA] = ELFDATA2LSB;
+  eh.e_ident[EI_VERSION] = EV_CURRENT;
+  eh.e_type = ET_CORE;
+  eh.e_machine = EM_X86_64;
+  eh.e_version = EV_CURRENT;
+  eh.e_phoff = sizeof(Elf64_Ehdr);
+  eh.e_ehsize = sizeof(Elf64_Ehdr);
+  eh.e_phentsize = sizeof(Elf64_Phdr);
+  eh.e_phnum = Elf64_Half(segs.size() + 1);
+  std::string data(reinterpret_cast<const char*>(&eh), sizeof eh);
+  u64 offset = sizeof(Elf64_Ehdr) + (segs.size() + 1) * sizeof(Elf64_Phdr);
+  Elf64_Phdr note{};
+  note.p_type = PT_NOTE;
+  note.p_offset = offset;
+  data.append(reinterpret_cast<const char*>(&note), sizeof note);
+  for (const CoreSegment& s : segs) {
+    Elf64_Phdr p{};
+    p.p_type = PT_LOAD;
+    p.p_flags = PF_R | PF_W | PF_X;
+    p.p_offset = offset;
+    p.p_paddr = s.pa;
+    p.p_filesz = p.p_memsz = s.bytes.size();
+    offset += s.bytes.size();
+    data.append(reinterpret_cast<const char*>(&p), sizeof p);
+  }
+  for (const CoreSegment& s : segs) data += s.bytes;
+  if (truncate_to != 0) data.resize(truncate_to);
+  const std::string path = tmp(name);
+  write_text(path, data);
+  return path;
+}
+
+TEST(ToolDumpCore, SegmentsAtTheirPhysicalAddresses) {
+  const std::string blob = tmp("core-src.bin");
+  Blob b = built_blob("x86_64-4l", blob);
+  // Low memory, then the table area; a hole between them.
+  const std::string core =
+      crafted_core("guest.core", {{0x100000, std::string(0x10000, '\x5a')}, {b.base, b.bytes}});
+  const Ran raw = run({"dump", blob, "--root", hex_text(b.root), "--base", hex_text(b.base),
+                       "--format", "x86_64-4l"});
+  ASSERT_EQ(raw.status, 0) << raw.err;
+  const Ran r = run({"dump", core, "--root", hex_text(b.root), "--format", "x86_64-4l"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, raw.out);
+  const Ran a = run({"dump", core, "--root", hex_text(b.root), "--format", "x86_64-4l", "--audit",
+                     "--direct-map", b.direct_map});
+  EXPECT_EQ(a.status, 0) << a.out << a.err;
+}
+
+TEST(ToolDumpCore, BadCores) {
+  const std::string blob = tmp("core-bad-src.bin");
+  Blob b = built_blob("x86_64-4l", blob);
+  const std::vector<std::string> dump = {"--root", hex_text(b.root), "--format", "x86_64-4l"};
+  auto run_dump = [&](const std::string& file, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"dump", file};
+    args.insert(args.end(), dump.begin(), dump.end());
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  // A core gives its own physical addresses: --base is a usage error.
+  const std::string good = crafted_core("good.core", {{b.base, b.bytes}});
+  const Ran base = run_dump(good, {"--base", "16M"});
+  EXPECT_EQ(base.status, 1);
+  EXPECT_NE(base.err.find("is an ELF core, which gives each segment's physical address itself"),
+            std::string::npos)
+      << base.err;
+  // The root's segment missing: the message lists the segments there are.
+  const std::string other = crafted_core("other.core", {{0x100000, std::string(4096, '\0')}});
+  const Ran outside = run_dump(other);
+  EXPECT_EQ(outside.status, 2);
+  EXPECT_NE(outside.err.find("root table at pa 0x1000000 is outside the image (pa "
+                             "0x100000-0x101000"),
+            std::string::npos)
+      << outside.err;
+  // Cut inside the table area's segment.
+  const std::string cut = crafted_core("cut.core", {{b.base, b.bytes}}, 4096);
+  const Ran truncated = run_dump(cut);
+  EXPECT_EQ(truncated.status, 2);
+  EXPECT_NE(truncated.err.find("run past the end of the file"), std::string::npos) << truncated.err;
+  // Two segments claiming the same physical memory.
+  const std::string overlap =
+      crafted_core("overlap.core", {{b.base, b.bytes}, {b.base + 4096, std::string(8192, '\0')}});
+  const Ran twice = run_dump(overlap);
+  EXPECT_EQ(twice.status, 2);
+  EXPECT_NE(twice.err.find("overlap in physical memory (pa 0x1000000 and 0x1001000)"),
+            std::string::npos)
+      << twice.err;
+  // An executable is not a memory image.
+  const std::string exe = crafted_elf("not-a-core.elf", EM_X86_64, kArmSegments);
+  const Ran wrong = run_dump(exe);
+  EXPECT_EQ(wrong.status, 2);
+  EXPECT_NE(wrong.err.find("is not a core file (ET_CORE"), std::string::npos) << wrong.err;
 }
 
 }  // namespace

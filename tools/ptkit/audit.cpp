@@ -35,9 +35,23 @@ std::string run_text(const Run& r, const Format& f, const std::string& why) {
                      perm_string(r.read[1], r.write[1], r.exec[1]), f.level_name(r.level), why);
 }
 
+/// The first table page inside [pa, pa + size) and how many there are;
+/// `tables` sorted by pa.
+std::pair<const TablePage*, u64> tables_in(const std::vector<TablePage>& tables, u64 pa, u64 size) {
+  auto first = std::lower_bound(tables.begin(), tables.end(), pa,
+                                [](const TablePage& t, u64 a) { return t.pa + t.bytes <= a; });
+  auto last = std::lower_bound(first, tables.end(), pa + size,
+                               [](const TablePage& t, u64 end) { return t.pa < end; });
+  if (first == last) return {nullptr, 0};
+  return {&*first, u64(last - first)};
+}
+
 }  // namespace
 
-std::vector<Finding> audit(const DumpResult& d, const Format& format) {
+std::vector<Finding> audit(const DumpResult& d, const Format& format, const AuditOptions& options) {
+  std::vector<TablePage> tables = d.tables;
+  std::sort(tables.begin(), tables.end(),
+            [](const TablePage& a, const TablePage& b) { return a.pa < b.pa; });
   std::vector<Finding> out;
   for (const Run& r : d.runs) {
     // A leaf the walker decodes but whose walk faults (an Arm output address
@@ -49,6 +63,23 @@ std::vector<Finding> audit(const DumpResult& d, const Format& format) {
       out.push_back(
           {"wx", r.va, r.size, run_text(r, format, "writable and executable"), &r, nullptr});
     }
+    // Whoever can write a table can map anything (Xen PV refuses exactly
+    // this). The direct map is how a kernel edits its tables: not a finding.
+    const bool direct = options.direct_map && r.va - r.pa == *options.direct_map;
+    if (any(r.write) && !direct) {
+      const auto [table, count] = tables_in(tables, r.pa, r.size);
+      if (count != 0) {
+        out.push_back({"writable-table", r.va, r.size,
+                       run_text(r, format,
+                                fmt::format("writable mapping of {} page table{} (first at pa {})",
+                                            count, count == 1 ? "" : "s", hex(table->pa))),
+                       &r, nullptr});
+      }
+    }
+    // The direct map covers all of RAM: executable, it makes any data code.
+    if (direct && any(r.exec))
+      out.push_back({"exec-direct-map", r.va, r.size,
+                     run_text(r, format, "executable mapping in the direct map"), &r, nullptr});
     if (in_kernel_half(r, format) && (r.read[1] || r.write[1] || r.exec[1]))
       out.push_back({"user-kernel", r.va, r.size,
                      run_text(r, format, "user-accessible in the kernel half"), &r, nullptr});
@@ -68,7 +99,7 @@ std::string audit_text(const std::vector<Finding>& findings, const DumpResult& d
   std::map<std::string, u64> counts;
   for (const Finding& f : findings) {
     // Like a dump line: the virtual range first, whatever the finding.
-    out += fmt::format("{:<13} {}-{} {:>7}  {}\n", f.kind, hex(f.va), hex(f.va + f.size),
+    out += fmt::format("{:<15} {}-{} {:>7}  {}\n", f.kind, hex(f.va), hex(f.va + f.size),
                        size_name(f.size), f.text);
     ++counts[f.kind];
   }

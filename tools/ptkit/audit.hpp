@@ -5,6 +5,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,8 +14,10 @@
 namespace ptkit::tool {
 
 struct Finding {
-  /// Stable names for scripts: "wx", "user-kernel", "reserved", "malformed"
-  /// (a leaf whose walk faults though the walker decodes it), "outside-image",
+  /// Stable names for scripts: "wx", "user-kernel", "writable-table" (a
+  /// writable mapping of a page the walk found a table in), "exec-direct-map"
+  /// (an executable run of the direct map), "reserved", "malformed" (a leaf
+  /// whose walk faults though the walker decodes it), "outside-image",
   /// "loop", "shared-table".
   std::string kind;
   u64 va = 0;
@@ -24,8 +27,15 @@ struct Finding {
   const TableProblem* entry = nullptr;  // the others
 };
 
+struct AuditOptions {
+  /// Where the direct map puts physical address 0 (`--direct-map`): runs
+  /// with va == direct_map + pa belong to it. None: not looked for.
+  std::optional<u64> direct_map;
+};
+
 /// Every finding, by virtual address. `d` must outlive the findings.
-std::vector<Finding> audit(const DumpResult& d, const Format& format);
+std::vector<Finding> audit(const DumpResult& d, const Format& format,
+                           const AuditOptions& options = {});
 
 /// One line per finding, then a count ("3 findings" or "no findings").
 std::string audit_text(const std::vector<Finding>& findings, const DumpResult& d,

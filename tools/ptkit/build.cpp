@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
+#include <utility>
 
 #include "ptkit/early/image_mapper.hpp"
 #include "ptkit/space.hpp"
@@ -11,8 +14,8 @@
 namespace ptkit::tool {
 
 MemoryImage BuildResult::image() const {
-  return MemoryImage{reinterpret_cast<const unsigned char*>(area.data()), area.size() * 8, base,
-                     "table area"};
+  return MemoryImage::raw(reinterpret_cast<const unsigned char*>(area.data()), area.size() * 8,
+                          base, "table area");
 }
 
 namespace {
@@ -136,6 +139,19 @@ LeafSizes leaf_sizes_upto(const MapSpec& m, const Format& f) {
   return sizes;
 }
 
+/// Counts what the core asks of the TLB (BuildResult::tlb).
+class CountingSink {
+ public:
+  explicit CountingSink(TlbWork& work) : work_(&work) {}
+  void publish() { ++work_->publishes; }
+  void invalidate(const TlbRange&) { ++work_->invalidations; }
+  void invalidate_all(bool) { ++work_->full_flushes; }
+  void complete() {}
+
+ private:
+  TlbWork* work_;
+};
+
 template <class P>
 void build_with(const P& paging, const Layout& layout, BuildResult& out,
                 const std::vector<u64>& vas) {
@@ -146,8 +162,8 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
   // physical base maps to the buffer (offset arithmetic wraps, as intended).
   OffsetAccess access{reinterpret_cast<u64>(out.area.data()) - layout.table_base};
   BumpAllocator alloc(PhysAddr(layout.table_base), layout.table_size / page, page);
-  using Space = AddressSpace<P, OffsetAccess, BumpAllocator&>;
-  auto created = Space::create(paging, access, alloc);
+  using Space = AddressSpace<P, OffsetAccess, BumpAllocator&, PlainWriter, CountingSink>;
+  auto created = Space::create(paging, access, alloc, {}, CountingSink(out.tlb));
   if (!created)
     fail_at(layout.tables_where, "[tables]: the table area has no room for the root table");
   Space& space = created.value();
@@ -183,6 +199,7 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
       case MapKind::Direct: {
         const Attrs a{parse_perm(m.perm, m.where, what), mem, m.global};
         check_attrs(a, m.where, what);
+        if (!out.direct_map) out.direct_map = va;
         bool first = true;
         for (const MemRange& r : layout.memory) {
           if (r.kind != MemKind::Ram) continue;
@@ -301,6 +318,9 @@ nlohmann::ordered_json build_json(const BuildResult& b) {
   for (const auto& [size, count] : b.walk.leaves_per_size) leaves[size_name(size)] = count;
   j["leaves"] = leaves;
   j["table_bytes"] = b.used_bytes;
+  j["tlb"] = {{"publishes", b.tlb.publishes},
+              {"invalidations", b.tlb.invalidations},
+              {"full_flushes", b.tlb.full_flushes}};
   j["table_area"] = {{"base", hex(b.base)}, {"size", b.area.size() * 8}};
   nlohmann::ordered_json maps = nlohmann::ordered_json::array();
   for (const Placed& p : b.placed) {
@@ -349,8 +369,95 @@ std::string write_temp(const std::string& path, const char* bytes, std::size_t n
 
 }  // namespace
 
+namespace {
+
+/// A valid entry of the root table: a loader that keeps its own root copies
+/// these into it.
+struct RootEntry {
+  u64 index = 0;
+  u64 va = 0;  // the first address it translates
+  u64 raw = 0;
+};
+
+std::vector<RootEntry> root_entries(const BuildResult& b) {
+  const sim::ArchOps& ops = sim::ops_for(b.format.mmu().arch);
+  const sim::MmuConfig& cfg = b.format.mmu();
+  const unsigned top = ops.levels(cfg) - 1;
+  const unsigned shift = ops.entry_shift(cfg, top);
+  const unsigned bits = b.format.va_bits();
+  std::vector<RootEntry> out;
+  for (u64 i = 0; i < ops.entries(cfg, top); ++i) {
+    const u64 raw = b.area[(b.root - b.base) / 8 + i];
+    if (ops.decode(cfg, raw, top).kind == sim::Descriptor::Kind::Invalid) continue;
+    u64 va = i << shift;
+    if (b.format.is_aarch64()) {
+      if (b.format.upper()) va |= ~u64{0} << bits;  // the TTBR1 region
+    } else {
+      va = u64(std::int64_t(va << (64 - bits)) >> (64 - bits));  // canonical
+    }
+    out.push_back({i, va, raw});
+  }
+  return out;
+}
+
+/// The register values the tables assume, by the register's name.
+std::vector<std::pair<std::string, u64>> registers(const BuildResult& b) {
+  std::vector<std::pair<std::string, u64>> out;
+  std::visit(
+      [&](const auto& p) {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, aarch64::Paging>) {
+          // TTBR BADDR: bits 51:48 of a 52-bit table address go in 5:2.
+          const u64 ttbr = (b.root & ((u64{1} << 48) - 1)) | ((b.root >> 48) & 0xF) << 2;
+          out.emplace_back(b.format.upper() ? "ttbr1_el1" : "ttbr0_el1", ttbr);
+          out.emplace_back("mair_el1", p.features().mair.mair_value());
+          out.emplace_back(b.format.upper() ? "tcr_t1sz" : "tcr_t0sz", p.tnsz());
+        } else if constexpr (std::is_same_v<P, riscv::Paging>) {
+          out.emplace_back("satp", u64(p.mode()) << 60 | b.root >> 12);
+        } else {
+          out.emplace_back("cr3", b.root);
+        }
+      },
+      b.format.core());
+  return out;
+}
+
+/// FILE.h: the sidecar for C, everything as macros so that including it
+/// costs no storage.
+std::string header_text(const BuildResult& b, const std::string& file,
+                        const std::vector<RootEntry>& entries) {
+  std::string out = fmt::format(
+      "/* Written by `ptkit build` (ptkit {}): the page tables in {}, to be loaded at\n"
+      " * physical address PTKIT_TABLES_BASE. Do not edit. */\n"
+      "#ifndef PTKIT_TABLES_H\n#define PTKIT_TABLES_H\n\n"
+      "#define PTKIT_TABLES_FORMAT \"{}\"\n"
+      "#define PTKIT_TABLES_BASE 0x{:x}ULL\n"
+      "#define PTKIT_TABLES_SIZE 0x{:x}ULL\n"
+      "#define PTKIT_TABLES_ROOT 0x{:x}ULL\n",
+      PTKIT_VERSION, std::filesystem::path(file).filename().string(), b.format.name(), b.base,
+      b.used_bytes, b.root);
+  if (b.direct_map)
+    out += fmt::format("#define PTKIT_TABLES_DIRECT_MAP 0x{:x}ULL\n", *b.direct_map);
+  for (const auto& [name, value] : registers(b)) {
+    std::string upper = name;
+    for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
+    out += fmt::format("#define PTKIT_TABLES_{} 0x{:x}ULL\n", upper, value);
+  }
+  out += fmt::format(
+      "\n/* The root's valid entries: X(index, first virtual address, raw entry). */\n"
+      "#define PTKIT_TABLES_ROOT_ENTRY_COUNT {}\n#define PTKIT_TABLES_ROOT_ENTRIES(X)",
+      entries.size());
+  for (const RootEntry& e : entries)
+    out += fmt::format(" \\\n  X({}, 0x{:x}ULL, 0x{:x}ULL)", e.index, e.va, e.raw);
+  out += "\n\n#endif /* PTKIT_TABLES_H */\n";
+  return out;
+}
+
+}  // namespace
+
 void write_out(const BuildResult& b, const std::string& file) {
   const Format& f = b.format;
+  const std::vector<RootEntry> entries = root_entries(b);
   nlohmann::ordered_json j;
   j["format"] = f.name();
   if (f.is_aarch64()) j["half"] = f.upper() ? "ttbr1" : "ttbr0";
@@ -358,37 +465,49 @@ void write_out(const BuildResult& b, const std::string& file) {
   j["base"] = hex(b.base);
   j["size"] = b.used_bytes;
   j["blob"] = file;
-  std::visit(
-      [&](const auto& p) {
-        using P = std::decay_t<decltype(p)>;
-        if constexpr (std::is_same_v<P, aarch64::Paging>) {
-          j["mair_el1"] = hex(p.features().mair.mair_value());
-          j["tnsz"] = p.tnsz();
-        } else if constexpr (std::is_same_v<P, riscv::Paging>) {
-          j["satp_mode"] = unsigned(p.mode());
-        }
-      },
-      f.core());
-  // Both files are written in full under temporary names and then renamed,
-  // so a failure (disk full, bad directory) leaves no half-written output.
+  if (b.direct_map) j["direct_map"] = hex(*b.direct_map);
+  for (const auto& [name, value] : registers(b)) {
+    if (name == "tcr_t0sz" || name == "tcr_t1sz") {
+      j["tnsz"] = value;
+    } else if (name == "satp") {
+      j["satp_mode"] = value >> 60;
+      j["satp"] = hex(value);
+    } else {
+      j[name] = hex(value);
+    }
+  }
+  nlohmann::ordered_json root_json = nlohmann::ordered_json::array();
+  for (const RootEntry& e : entries)
+    root_json.push_back(
+        {{"index", e.index}, {"va", hex(e.va)}, {"raw", fmt::format("{:#018x}", e.raw)}});
+  j["root_entries"] = root_json;
+  // Every file is written in full under a temporary name, and only then are
+  // they renamed, so a failure (disk full, bad directory) leaves no
+  // half-written output.
   const std::string side = j.dump(2) + "\n";
-  const std::string blob_temp =
-      write_temp(file, reinterpret_cast<const char*>(b.area.data()), b.used_bytes);
-  std::string side_temp;
-  try {
-    side_temp = write_temp(file + ".json", side.data(), side.size());
-  } catch (...) {
+  const std::string header = header_text(b, file, entries);
+  const std::pair<std::string, std::string_view> outputs[] = {
+      {file, {reinterpret_cast<const char*>(b.area.data()), b.used_bytes}},
+      {file + ".json", side},
+      {file + ".h", header},
+  };
+  std::vector<std::string> temps;
+  auto remove_temps = [&] {
     std::error_code ignored;
-    std::filesystem::remove(blob_temp, ignored);
+    for (const std::string& t : temps) std::filesystem::remove(t, ignored);
+  };
+  try {
+    for (const auto& [path, bytes] : outputs)
+      temps.push_back(write_temp(path, bytes.data(), bytes.size()));
+  } catch (...) {
+    remove_temps();
     throw;
   }
   std::error_code ec;
-  std::filesystem::rename(blob_temp, file, ec);
-  if (!ec) std::filesystem::rename(side_temp, file + ".json", ec);
+  for (std::size_t i = 0; i < temps.size() && !ec; ++i)
+    std::filesystem::rename(temps[i], outputs[i].first, ec);
   if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(blob_temp, ignored);
-    std::filesystem::remove(side_temp, ignored);
+    remove_temps();
     throw UsageError(fmt::format("--out {}: cannot write: {}", file, ec.message()));
   }
 }

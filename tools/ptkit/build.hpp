@@ -26,6 +26,15 @@ struct Placed {
   Attrs attrs{};
 };
 
+/// The TLB work the core asked for while building, as a sink on live tables
+/// would have received it. Tables built from nothing need none: non-zero
+/// figures mean a mapping replaced or restricted an earlier one.
+struct TlbWork {
+  u64 publishes = 0;      // barriers making entry writes visible to the walker
+  u64 invalidations = 0;  // ranges invalidated
+  u64 full_flushes = 0;
+};
+
 struct BuildResult {
   Format format;  // AArch64: with the half the layout's addresses are in
   u64 base = 0;   // physical base of the table area
@@ -35,6 +44,8 @@ struct BuildResult {
   std::vector<Placed> placed;
   std::vector<Marker> markers;
   DumpResult walk;  // the tables read back by the reference walker
+  TlbWork tlb;
+  std::optional<u64> direct_map;  // the first direct map's va of physical 0
 
   [[nodiscard]] MemoryImage image() const;
 };
@@ -46,13 +57,14 @@ struct BuildResult {
 BuildResult build_layout(const Layout& layout, const std::optional<std::string>& format_option);
 
 /// `build --json`: format, root, tables, tables_per_level, leaves,
-/// table_bytes, the table area and the mappings.
+/// table_bytes, tlb, the table area and the mappings.
 nlohmann::ordered_json build_json(const BuildResult& b);
 /// A one-paragraph summary for people (`build` without --json or --dump).
 std::string build_summary(const BuildResult& b);
-/// `--out FILE`: the used table area as a blob at FILE and FILE.json, the
-/// sidecar a loader reads (format, root, base, size, and per architecture
-/// the register values the tables assume).
+/// `--out FILE`: the used table area as a blob at FILE, and what a loader
+/// needs to know about it twice: FILE.json for programs and FILE.h for C
+/// (format, root, base, size, the root's valid entries, and per architecture
+/// the register values the tables assume). All three or none are written.
 void write_out(const BuildResult& b, const std::string& file);
 
 /// What `build` and `image` were asked to print or write.

@@ -41,6 +41,7 @@ struct DumpArgs {
   std::string base = "0";
   std::string format;
   std::string half = "lower";
+  std::optional<std::string> direct_map;  // --direct-map VA: where pa 0 is mapped
   bool audit = false;
   bool json = false;
 };

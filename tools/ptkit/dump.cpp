@@ -21,6 +21,34 @@ bool Run::extends(const Run& next) const {
          next.mem_index == mem_index && next.leaf_bits == leaf_bits;
 }
 
+MemoryImage MemoryImage::raw(const unsigned char* data, u64 size, u64 base, std::string name) {
+  MemoryImage m;
+  m.name = std::move(name);
+  if (size != 0) m.segments.push_back({base, size, data, 0});
+  return m;
+}
+
+const MemoryImage::Segment* MemoryImage::segment_of(u64 pa) const {
+  auto it = std::upper_bound(segments.begin(), segments.end(), pa,
+                             [](u64 a, const Segment& s) { return a < s.pa; });
+  if (it == segments.begin()) return nullptr;
+  --it;
+  return pa - it->pa < it->size ? &*it : nullptr;
+}
+
+std::string MemoryImage::extent() const {
+  if (segments.size() == 1) {
+    const Segment& s = segments.front();
+    return fmt::format("pa {:#x}-{:#x}, {} bytes from --base", s.pa, s.pa + s.size, s.size);
+  }
+  if (segments.empty()) return "it holds no memory";
+  std::string out = fmt::format("{} segments:", segments.size());
+  for (std::size_t i = 0; i < segments.size() && i < 4; ++i)
+    out += fmt::format(" pa {:#x}-{:#x}", segments[i].pa, segments[i].pa + segments[i].size);
+  if (segments.size() > 4) out += " ...";
+  return out;
+}
+
 namespace {
 
 class Walker {
@@ -79,36 +107,38 @@ class Walker {
   /// lies inside the image; false (audit walks) when it does not. `from`: who
   /// points to it.
   bool load(u64 pa, u64 bytes, const std::string& from, const Ref* ref) {
-    const u64 end = mem_.base + mem_.size;
-    if (pa < mem_.base || pa >= end) {
+    const MemoryImage::Segment* seg = mem_.segment_of(pa);
+    if (seg == nullptr) {
       problem(TableProblem::Kind::Outside, ref, pa,
-              fmt::format("{} at pa {:#x} is outside the image (pa {:#x}-{:#x}, {} bytes from "
-                          "--base)",
-                          from, pa, mem_.base, end, mem_.size));
+              fmt::format("{} at pa {:#x} is outside the image ({})", from, pa, mem_.extent()));
       return false;
     }
-    const u64 offset = pa - mem_.base;
-    if (bytes > mem_.size - offset) {
-      problem(TableProblem::Kind::Outside, ref, pa,
-              fmt::format("{} at pa {:#x} (offset {:#x}) needs {} bytes but the image ends at "
-                          "offset {:#x}: truncated image?",
-                          from, pa, offset, bytes, mem_.size));
+    const u64 offset = pa - seg->pa;
+    if (bytes > seg->size - offset) {
+      problem(
+          TableProblem::Kind::Outside, ref, pa,
+          fmt::format("{} at pa {:#x} (offset {:#x}) needs {} bytes but the image ends at "
+                      "offset {:#x}: truncated image?",
+                      from, pa, seg->file_offset + offset, bytes, seg->file_offset + seg->size));
       return false;
     }
     if (loaded_.insert(pa).second) {
+      out_.tables.push_back({pa, bytes});
       for (u64 k = 0; k < bytes; k += 8) {
         u64 word;
-        std::memcpy(&word, mem_.data + offset + k, 8);
+        std::memcpy(&word, seg->data + offset + k, 8);
         sim_.write64(pa + k, word);
       }
     }
     return true;
   }
 
-  [[nodiscard]] u64 entry(u64 pa, u64 index) const {
-    u64 word;
-    std::memcpy(&word, mem_.data + (pa - mem_.base) + index * 8, 8);
-    return word;
+  /// Entry `index` of a table load() accepted.
+  [[nodiscard]] u64 entry(u64 pa, u64 index) const { return sim_.read64(pa + index * 8); }
+
+  [[nodiscard]] u64 file_offset(u64 pa) const {
+    const MemoryImage::Segment* seg = mem_.segment_of(pa);
+    return seg != nullptr ? seg->file_offset + (pa - seg->pa) : 0;
   }
 
   [[nodiscard]] u64 canonical(u64 va) const {
@@ -126,7 +156,7 @@ class Walker {
         problem(TableProblem::Kind::Loop, ref, table,
                 fmt::format("{} at pa {:#x} (offset {:#x}) is also a table higher up the same "
                             "walk: the tables loop (recursive mappings are not supported)",
-                            from, table, table - mem_.base));
+                            from, table, file_offset(table)));
         return;
       }
     }
@@ -302,25 +332,65 @@ nlohmann::ordered_json dump_json(const DumpResult& d, const Format& format) {
 
 #include "audit.hpp"
 #include "commands.hpp"
+#include "elf_image.hpp"
 
 namespace ptkit::tool {
+
+namespace {
+
+/// The physical memory in `bytes`: an ELF core's PT_LOAD segments at their
+/// p_paddr, or a raw image at --base.
+MemoryImage memory_from_file(const std::vector<unsigned char>& bytes, const std::string& file,
+                             const std::string& base_option) {
+  if (is_elf(bytes.data(), bytes.size())) {
+    if (base_option != "0")
+      throw UsageError(
+          fmt::format("--base {}: {} is an ELF core, which gives each segment's "
+                      "physical address itself",
+                      base_option, file));
+    const ElfImage core = read_elf(bytes.data(), bytes.size(), file, ElfType::Core);
+    MemoryImage mem;
+    mem.name = file;
+    for (const ElfSegment& s : core.segments)
+      if (s.filesz != 0)
+        mem.segments.push_back({s.paddr, s.filesz, bytes.data() + s.offset, s.offset});
+    std::sort(mem.segments.begin(), mem.segments.end(),
+              [](const auto& x, const auto& y) { return x.pa < y.pa; });
+    for (std::size_t i = 1; i < mem.segments.size(); ++i) {
+      const auto& prev = mem.segments[i - 1];
+      if (mem.segments[i].pa - prev.pa < prev.size)
+        throw InputError(fmt::format(
+            "{}: the segments at file offsets {:#x} and {:#x} overlap "
+            "in physical memory (pa {:#x} and {:#x})",
+            file, prev.file_offset, mem.segments[i].file_offset, prev.pa, mem.segments[i].pa));
+    }
+    if (mem.segments.empty())
+      throw InputError(fmt::format("{}: the core's PT_LOAD segments hold no bytes", file));
+    return mem;
+  }
+  const u64 base = parse_option_number("--base", base_option);
+  if (bytes.size() > ~base)
+    throw InputError(
+        fmt::format("{}: {} bytes from --base {:#x} run past the top of physical "
+                    "memory",
+                    file, bytes.size(), base));
+  return MemoryImage::raw(bytes.data(), bytes.size(), base, file);
+}
+
+}  // namespace
 
 int cmd_dump(const DumpArgs& a) {
   if (a.half != "lower" && a.half != "upper")
     throw UsageError(fmt::format("--half: expected lower or upper, got '{}'", a.half));
   const Format format = Format::from_name(a.format, a.half == "upper");
   const u64 root = parse_option_number("--root", a.root);
-  const u64 base = parse_option_number("--base", a.base);
   const auto bytes = read_file(a.memory);
-  if (bytes.size() > ~base)
-    throw InputError(
-        fmt::format("{}: {} bytes from --base {:#x} run past the top of physical "
-                    "memory",
-                    a.memory, bytes.size(), base));
-  const MemoryImage mem{bytes.data(), bytes.size(), base, a.memory};
+  const MemoryImage mem = memory_from_file(bytes, a.memory, a.base);
   if (a.audit) {
     const DumpResult d = walk_tables(mem, root, format, {}, WalkMode::Audit);
-    const std::vector<Finding> findings = audit(d, format);
+    AuditOptions options;
+    if (a.direct_map) options.direct_map = parse_option_number("--direct-map", *a.direct_map);
+    const std::vector<Finding> findings = audit(d, format, options);
     if (a.json)
       std::cout << audit_json(findings, d, format).dump(2) << "\n";
     else

@@ -15,12 +15,24 @@
 
 namespace ptkit::tool {
 
-/// Physical memory as a byte array: offset 0 is physical `base`.
+/// Physical memory read from a file: one segment for a raw image (offset 0
+/// is physical `--base`), one per PT_LOAD segment for an ELF core.
 struct MemoryImage {
-  const unsigned char* data = nullptr;
-  u64 size = 0;
-  u64 base = 0;
-  std::string name;  // for messages: the file, or "table area"
+  struct Segment {
+    u64 pa = 0;
+    u64 size = 0;
+    const unsigned char* data = nullptr;
+    u64 file_offset = 0;  // where `data` starts in the file, for messages
+  };
+  std::vector<Segment> segments;  // sorted by pa, disjoint
+  std::string name;               // for messages: the file, or "table area"
+
+  /// A raw image: `size` bytes at `data` holding physical `base` onwards.
+  static MemoryImage raw(const unsigned char* data, u64 size, u64 base, std::string name);
+  /// The segment holding `pa`, or nullptr.
+  [[nodiscard]] const Segment* segment_of(u64 pa) const;
+  /// "pa 0x1000-0x2000 (4096 bytes from --base)" or "3 segments, pa ...".
+  [[nodiscard]] std::string extent() const;
 };
 
 /// A maximal run of pages whose translation differs only by a constant
@@ -59,8 +71,15 @@ struct TableProblem {
   std::string text;  // what and where, for people
 };
 
+/// A table the walk read, at its physical address.
+struct TablePage {
+  u64 pa = 0;
+  u64 bytes = 0;
+};
+
 struct DumpResult {
   std::vector<Run> runs;
+  std::vector<TablePage> tables;             // each once, in walk order
   std::map<unsigned, u64> tables_per_level;  // level -> tables
   std::map<u64, u64> leaves_per_size;        // leaf size -> descriptors
   u64 reserved_entries = 0;                  // encodings the walker rejects, skipped

@@ -48,7 +48,11 @@ std::string default_format_for_machine(unsigned machine) {
   }
 }
 
-ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file) {
+bool is_elf(const unsigned char* data, u64 size) {
+  return size >= SELFMAG && std::memcmp(data, ELFMAG, SELFMAG) == 0;
+}
+
+ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file, ElfType type) {
   auto fail = [&](const std::string& msg) -> InputError {
     return InputError(fmt::format("{}: {}", file, msg));
   };
@@ -76,7 +80,12 @@ ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file) 
   GElf_Ehdr eh;
   if (!gelf_getehdr(elf.get(), &eh))
     throw fail(fmt::format("offset 0: bad ELF header: {}", elf_errmsg(-1)));
-  if (eh.e_type != ET_EXEC && eh.e_type != ET_DYN)
+  if (type == ElfType::Core && eh.e_type != ET_CORE)
+    throw fail(
+        fmt::format("offset {}: e_type {} is not a core file (ET_CORE, as QEMU's "
+                    "dump-guest-memory writes)",
+                    offsetof(Elf64_Ehdr, e_type), eh.e_type));
+  if (type == ElfType::Executable && eh.e_type != ET_EXEC && eh.e_type != ET_DYN)
     throw fail(fmt::format("offset {}: e_type {} is not an executable (ET_EXEC or ET_DYN)",
                            offsetof(Elf64_Ehdr, e_type), eh.e_type));
 
@@ -137,6 +146,7 @@ ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file) 
     img.segments.push_back(s);
   }
   if (img.segments.empty()) throw fail("no PT_LOAD segment with a size: nothing to map");
+  if (type == ElfType::Core) return img;  // a core's sections name nothing useful
 
   // Section names, for people only: a file without (readable) section
   // headers still loads, so problems here are not errors.

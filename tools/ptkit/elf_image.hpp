@@ -26,10 +26,19 @@ struct ElfImage {
   std::vector<ElfSegment> segments;  // PT_LOAD with memsz > 0, in program-header order
 };
 
+/// What read_elf accepts: an executable (ET_EXEC, ET_DYN) for `image`, or a
+/// core (ET_CORE: QEMU's dump-guest-memory, whose PT_LOAD segments hold
+/// guest physical memory at p_paddr) for `dump`.
+enum class ElfType { Executable, Core };
+
 /// Parses `data` (the bytes of `file`). Throws InputError for anything that
-/// is not a well-formed 64-bit ELF executable (either byte order) with at
-/// least one loadable segment.
-ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file);
+/// is not a well-formed 64-bit ELF file of type `type` (either byte order)
+/// with at least one loadable segment.
+ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file,
+                  ElfType type = ElfType::Executable);
+
+/// True when `data` starts with the ELF magic.
+bool is_elf(const unsigned char* data, u64 size);
 
 /// The default --format for an e_machine (EM_X86_64 -> x86_64-4l, EM_AARCH64
 /// -> aarch64-4k-48, EM_RISCV -> riscv-sv48); empty for any other machine.

@@ -79,8 +79,12 @@ int main(int argc, char** argv) {
       "  ptkit image firmware.elf --align 2M --json");
 
   DumpArgs dump;
-  CLI::App* d = app.add_subcommand("dump", "Print the page tables found in a raw memory image");
-  d->add_option("memory", dump.memory, "Raw physical memory image (offset 0 = --base)")->required();
+  CLI::App* d =
+      app.add_subcommand("dump", "Print the page tables found in a memory image or ELF core");
+  d->add_option("memory", dump.memory,
+                "Raw physical memory image (offset 0 = --base) or an ELF core from QEMU's "
+                "dump-guest-memory")
+      ->required();
   d->add_option("--root", dump.root,
                 "Physical address of the root table (CR3, TTBRn, satp PPN<<12)")
       ->required();
@@ -88,9 +92,13 @@ int main(int argc, char** argv) {
   d->add_option("--base", dump.base, "Physical address of the image's first byte (default 0)");
   d->add_option("--half", dump.half, "AArch64: lower (TTBR0) or upper (TTBR1) region")
       ->capture_default_str();
+  d->add_option("--direct-map", dump.direct_map,
+                "--audit: the virtual address the direct map puts physical 0 at; its writable "
+                "mappings of tables are expected, its executable ones are findings");
   d->add_flag("--audit", dump.audit,
-              "Report W+X and user-accessible kernel-half mappings, reserved or malformed "
-              "entries, shared tables, tables outside the image and loops (exit 3 if any)");
+              "Report W+X and user-accessible kernel-half mappings, writable mappings of "
+              "page tables, an executable direct map, reserved or malformed entries, shared "
+              "tables, tables outside the image and loops (exit 3 if any)");
   d->add_flag("--json", dump.json,
               "Print an array of {va, size, pa, leaf, perms, ...} (--audit: the findings)");
   d->footer(
@@ -104,7 +112,9 @@ int main(int argc, char** argv) {
       "    ptkit dump tables.bin --base 16M --root 16M --format x86_64-4l\n"
       "  ptkit dump mem.bin --root 0x40001000 --base 0x40000000 --format aarch64-4k-48 "
       "--half upper --json\n"
-      "  ptkit dump tables.bin --base 16M --root 16M --format x86_64-4l --audit");
+      "  ptkit dump tables.bin --base 16M --root 16M --format x86_64-4l --audit "
+      "--direct-map 0xffff888000000000\n"
+      "  ptkit dump guest.core --root 0x10d000 --format x86_64-4l   # (qemu) dump-guest-memory");
 
   CheckArgs check;
   CLI::App* c = app.add_subcommand("check", "Run the simulator's rule checker on a trace");
