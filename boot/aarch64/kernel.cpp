@@ -3,6 +3,7 @@
 // for (config.hpp), turns the MMU on with them, runs every check, and exits
 // QEMU through semihosting: pass only if every check passed.
 #include "check.hpp"
+#include "checks_demand.hpp"
 #include "checks_paging.hpp"
 #include "cpu.hpp"
 #include "kernel_space.hpp"
@@ -42,6 +43,7 @@ void run(const Machine& m) {
   Space& space = created.value();
   if (!build_kernel_space(space, m)) return;
   PagingChecks(space).run();
+  DemandChecks(space, &counts).run();
   report_tlb_work(pool, counts);
 }
 

@@ -49,7 +49,10 @@ using Space =
     ptkit::AddressSpace<Format, ptkit::early::ImageAccess, Pool&, ptkit::PlainWriter, A64TlbSink>;
 
 /// Where things go. The 52-bit configurations put everything above 2^48, so
-/// a table built for 48 bits, or a TCR that does not enable 52, shows.
+/// a table built for 48 bits, or a TCR that does not enable 52, shows. The
+/// demand window has a root entry to itself in every configuration (the 16K
+/// granule's 48-bit root has two entries of 128 TiB), so the tables below it
+/// are the demand mapper's alone.
 struct VirtualLayout {
   u64 direct_map;   // pa is mapped at direct_map + pa
   u64 test_base;    // room for the checks' mappings (checks_paging.hpp)
@@ -59,8 +62,8 @@ struct VirtualLayout {
 inline constexpr VirtualLayout kLayout =
     config::kWide ? VirtualLayout{0x0008'0000'0000'0000, 0x0004'0000'0000'0000,
                                   0x000c'0000'0000'0000, 0x0002'0000'0000'0000}
-                  : VirtualLayout{0x0000'8000'0000'0000, 0x0000'4000'0000'0000,
-                                  0x0000'c000'0000'0000, 0x0000'2000'0000'0000};
+                  : VirtualLayout{0x0000'2000'0000'0000, 0x0000'4000'0000'0000,
+                                  0x0000'c000'0000'0000, 0x0000'1000'0000'0000};
 
 /// The image as the linker laid it out, at its load address (= link address).
 inline ptkit::early::ImageAccess image_access() {
