@@ -56,6 +56,13 @@ inline void write_cr4(u64 v) { asm volatile("mov %0, %%cr4" : : "r"(v) : "memory
 inline constexpr u64 kCr4Pge = u64{1} << 7;
 inline constexpr u64 kCr4La57 = u64{1} << 12;
 
+/// The time-stamp counter: a seed that differs from boot to boot.
+inline u64 rdtsc() {
+  u32 lo, hi;
+  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return (u64{hi} << 32) | lo;
+}
+
 inline u64 rdmsr(u32 msr) {
   u32 lo, hi;
   asm volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));

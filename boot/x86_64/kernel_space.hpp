@@ -35,7 +35,7 @@ inline u64 addr_of(const volatile void* p) {
 }  // NOLINT: an address
 
 /// Table pages for the kernel's own space (its tables and every check's).
-inline constexpr unsigned kPoolPages = 96;
+inline constexpr unsigned kPoolPages = 160;
 using Pool = ptkit::StaticPoolAllocator<kPoolPages>;
 alignas(4096) inline u64 g_table_pool[kPoolPages][512];
 
@@ -49,13 +49,16 @@ struct VirtualLayout {
   u64 direct_map;     // pa is mapped at direct_map + pa
   u64 test_base;      // 1 GiB aligned, 4 GiB of room for the checks
   u64 demand_window;  // 2 MiB below a 1 GiB boundary (checks_demand.hpp)
+  u64 random_window;  // 1 GiB aligned, 2 GiB for the randomized phase
 };
 template <unsigned Levels>
 constexpr VirtualLayout layout_for() {
   if constexpr (Levels == 4) {
-    return {0xffff'8880'0000'0000, 0x0000'4000'0000'0000, 0xffff'c000'3fe0'0000};
+    return {0xffff'8880'0000'0000, 0x0000'4000'0000'0000, 0xffff'c000'3fe0'0000,
+            0x0000'4002'0000'0000};
   } else {
-    return {0xff11'0000'0000'0000, 0x00f0'0000'0000'0000, 0xff20'0000'3fe0'0000};
+    return {0xff11'0000'0000'0000, 0x00f0'0000'0000'0000, 0xff20'0000'3fe0'0000,
+            0x00f0'0002'0000'0000};
   }
 }
 

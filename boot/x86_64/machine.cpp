@@ -21,6 +21,7 @@ struct [[gnu::packed]] MmapEntry {
   u64 addr, len;
   u32 type;  // 1: available RAM
 };
+constexpr u32 kInfoCmdline = 1u << 2;
 constexpr u32 kInfoMmap = 1u << 6;
 
 // The local APIC's registers (SDM vol. 3A §11.4.1): a device page the direct
@@ -39,10 +40,37 @@ void add(Machine& m, u64 start, u64 end, MemoryKind kind) {
   m.ranges[m.range_count++] = ptkit::early::MemoryRange{PhysAddr(start), end - start, kind};
 }
 
+/// Finds `seed=N` in the command line at physical `pa`.
+void parse_cmdline(u64 pa, Machine& m) {
+  const char* s = at<char>(pa);
+  for (; *s != 0; ++s) {
+    if (s[0] != 's' || s[1] != 'e' || s[2] != 'e' || s[3] != 'd' || s[4] != '=') continue;
+    s += 5;
+    const bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    if (hex) s += 2;
+    u64 v = 0;
+    for (;; ++s) {
+      const char c = *s;
+      unsigned digit;
+      if (c >= '0' && c <= '9')
+        digit = unsigned(c - '0');
+      else if (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+        digit = unsigned((c | 0x20) - 'a' + 10);
+      else
+        break;
+      v = v * (hex ? 16 : 10) + digit;
+    }
+    m.seed = v;
+    m.seed_given = true;
+    return;
+  }
+}
+
 }  // namespace
 
 bool discover(u64 info_pa, Machine& m) {
   const auto* info = at<MultibootInfo>(info_pa);
+  if ((info->flags & kInfoCmdline) != 0 && info->cmdline != 0) parse_cmdline(info->cmdline, m);
   if ((info->flags & kInfoMmap) == 0) return false;
   for (u64 p = info->mmap_addr; p < u64{info->mmap_addr} + info->mmap_length;) {
     const auto* e = at<MmapEntry>(p);

@@ -15,6 +15,10 @@ struct Machine {
   ptkit::u64 ram_top = 0;  // end of the highest RAM range
   ptkit::x86::Features features{};
   bool la57 = false;  // the boot stub turned on 5-level paging
+  /// `seed=N` (decimal or 0x hex) on the kernel command line: the seed of
+  /// the randomized phase, to repeat a run (else a fresh one per boot).
+  ptkit::u64 seed = 0;
+  bool seed_given = false;
 
   [[nodiscard]] ptkit::early::MemoryMap memory_map() const {
     return ptkit::early::MemoryMap{ranges, range_count};
