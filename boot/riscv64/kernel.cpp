@@ -1,8 +1,9 @@
 // The RISC-V test kernel: entered from entry.S in S-mode with paging off, it
-// reads the devicetree, builds its own tables with ptkit in the paging mode
-// the command line names (Sv39, Sv48 or Sv57), switches satp to them, runs
-// every check, and exits QEMU through the test finisher: pass only if every
-// check passed.
+// reads the devicetree and, in the paging mode the command line names (Sv39,
+// Sv48 or Sv57), goes through a boot space and a final space built through
+// transient slots (early_boot.hpp) to its own tables (kernel_space.hpp), all
+// built with ptkit. There it runs every check, and exits QEMU through the
+// test finisher: pass only if every check passed.
 #include "check.hpp"
 #include "checks_demand.hpp"
 #include "checks_leaves.hpp"
@@ -10,6 +11,7 @@
 #include "checks_paging.hpp"
 #include "checks_random.hpp"
 #include "cpu.hpp"
+#include "early_boot.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
 #include "mmio.hpp"
@@ -30,6 +32,7 @@ void info_count(const char* what, u64 n, const char* end = ", ") {
 void run(const Machine& m) {
   const VirtualLayout v = layout_for(m.mode);
   static TlbState tlb;
+  if (!EarlyBoot(m, v, tlb).run()) return;
   Pool pool(PhysAddr(addr_of(g_table_pool)));
   auto created = Space::create(Format(m.mode, m.features), image_access(), pool, {},
                                TlbSinkRv(CountingOps(&tlb), 0));

@@ -76,29 +76,45 @@ inline u64 satp_for(Mode mode, PhysAddr root) {
   return (u64(mode) << cpu::kSatpModeShift) | (root.value() >> 12);
 }
 
+/// The image's sections as kernel.ld lays them out: text RX, rodata R,
+/// data and bss RW, each starting and ending on 2 MiB.
+struct KernelImage {
+  ptkit::early::ImageSection sections[3] = {
+      {"text", VirtAddr(addr_of(__text_start)), addr_of(__text_end) - addr_of(__text_start),
+       ptkit::RX},
+      {"rodata", VirtAddr(addr_of(__rodata_start)), addr_of(__rodata_end) - addr_of(__rodata_start),
+       Perm::R},
+      {"data", VirtAddr(addr_of(__data_start)), addr_of(__data_end) - addr_of(__data_start),
+       ptkit::RW},
+  };
+  [[nodiscard]] ptkit::early::ImageLayout layout() const {
+    return {sections, 3, VirtAddr(addr_of(__image_start)), 2 * MiB};
+  }
+  [[nodiscard]] static PhysAddr load_pa() { return PhysAddr(addr_of(__image_start)); }
+};
+
+/// Maps the image with its section permissions into `space`; expects three
+/// ranges of megapages under one root entry.
+template <class AnySpace>
+bool map_kernel_image(Check& c, AnySpace& space) {
+  const KernelImage image;
+  auto report = ptkit::early::map_image(space, image.layout(), KernelImage::load_pa(), {});
+  if (!c.expect_ok(report, "map_image")) return false;
+  c.expect(report->section_count == 3 && report->range_count == 3, "sections/ranges",
+           report->section_count, report->range_count);
+  // kernel.ld aligns every section to 2 MiB: megapages only.
+  c.expect(report->leaves_of_size(4 * KiB) == 0 && report->leaves_of_size(2 * MiB) >= 3,
+           "megapages only", report->leaves_of_size(4 * KiB), report->leaves_of_size(2 * MiB));
+  c.expect(report->slot_count() == 1, "root slots", report->slot_count());
+  return !c.failed();
+}
+
 /// Maps the image and the direct map, and switches satp to the space. Each
 /// step is a check; returns false if any failed (the caller stops).
 inline bool build_kernel_space(Space& space, const Machine& m, const VirtualLayout& v) {
   {
     Check c("image-map");
-    const ptkit::early::ImageSection sections[] = {
-        {"text", VirtAddr(addr_of(__text_start)), addr_of(__text_end) - addr_of(__text_start),
-         ptkit::RX},
-        {"rodata", VirtAddr(addr_of(__rodata_start)),
-         addr_of(__rodata_end) - addr_of(__rodata_start), Perm::R},
-        {"data", VirtAddr(addr_of(__data_start)), addr_of(__data_end) - addr_of(__data_start),
-         ptkit::RW},
-    };
-    const ptkit::early::ImageLayout layout{sections, 3, VirtAddr(addr_of(__image_start)), 2 * MiB};
-    auto report = ptkit::early::map_image(space, layout, PhysAddr(addr_of(__image_start)), {});
-    if (!c.expect_ok(report, "map_image")) return false;
-    c.expect(report->section_count == 3 && report->range_count == 3, "sections/ranges",
-             report->section_count, report->range_count);
-    // kernel.ld aligns every section to 2 MiB: megapages only.
-    c.expect(report->leaves_of_size(4 * KiB) == 0 && report->leaves_of_size(2 * MiB) >= 3,
-             "megapages only", report->leaves_of_size(4 * KiB), report->leaves_of_size(2 * MiB));
-    c.expect(report->slot_count() == 1, "root slots", report->slot_count());
-    if (c.failed()) return false;
+    if (!map_kernel_image(c, space)) return false;
   }
   {
     Check c("direct-map");
@@ -121,8 +137,8 @@ inline bool build_kernel_space(Space& space, const Machine& m, const VirtualLayo
     const u64 satp = satp_for(m.mode, space.root());
     cpu::write_satp(satp);
     // An unsupported MODE makes the whole write have no effect (§4.1.11):
-    // then the hart still runs untranslated and the devices stay where they
-    // were.
+    // then the hart stays on the tables it ran on (early_boot.hpp), where
+    // the devices are at the same place.
     const u64 back = cpu::read_satp();
     if (!c.expect(back == satp, "satp read back", back, satp)) return false;
     mmio::g_offset = v.direct_map;  // the UART and finisher, through the direct map
