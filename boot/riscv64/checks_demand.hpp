@@ -56,6 +56,7 @@ class DemandChecks {
     trap::set_page_fault_hook(&Hook::on_fault, &hook);
     first_faults(mapper);
     sweep(mapper);
+    protection(mapper);
     outside(mapper);
     trap::set_page_fault_hook(nullptr, nullptr);
     Check c("demand-reset-clean");
@@ -68,8 +69,10 @@ class DemandChecks {
     serial::dec(mapper.stats().faults);
     serial::write(", resets ");
     serial::dec(mapper.stats().resets);
-    serial::write(", fault-path fences ");
+    serial::write(", fences after a map ");
     serial::dec(hook.fences);
+    serial::write(", stale-entry retries ");
+    serial::dec(hook.stale);
     serial::write("\n");
   }
 
@@ -79,24 +82,26 @@ class DemandChecks {
 
   struct Hook {
     Mapper* mapper;
-    u64 last_already = ~u64{0};  // an AlreadyMapped address, fenced once
-    u64 fences = 0;
+    u64 fences = 0;  // sfence.vma x0, x0 after a map
+    u64 stale = 0;   // sfence.vma va after a fault on a translated address
 
-    // Only the window's missing translations are the mapper's: a protection
-    // fault there (AlreadyMapped twice at one address) is declined, or it
-    // would be retried forever.
     static bool on_fault(u64 stval, u64 scause, void* context) {
       auto& h = *static_cast<Hook*>(context);
-      if (scause == trap::kInstructionPageFault) return false;
+      if (scause == trap::kInstructionPageFault) return false;  // the window is data
       auto r = h.mapper->handle_fault(VirtAddr(stval));
-      if (!r.ok()) return false;
+      if (!r.ok()) return false;  // outside the window: not the mapper's
       if (r->result == ptkit::early::FaultResult::AlreadyMapped) {
-        if (h.last_already == stval) return false;
-        h.last_already = stval;
-      } else {
-        h.last_already = ~u64{0};
+        // scause does not tell a missing translation from a denied one. A
+        // translation that allows the access means the hart used a cached
+        // invalid entry: fence that address and retry. One that denies it is
+        // a protection fault, which retrying would repeat forever.
+        const Perm need = scause == trap::kStorePageFault ? Perm::W : Perm::R;
+        if (!has(r->mapping.attrs.perm, need)) return false;
+        cpu::sfence_vma_va(stval);
+        ++h.stale;
+        return true;
       }
-      cpu::sfence_vma_all();
+      cpu::sfence_vma_all();  // the map may have linked a new table
       ++h.fences;
       return true;
     }
@@ -162,7 +167,28 @@ class DemandChecks {
              mapper.stats().faults - faults, touched);
     c.expect(mapper.stats().resets - resets >= touched - 1, "a reset per crossing",
              mapper.stats().resets - resets);
-    c.expect(mapper.stats().already_mapped == 0, "no spurious fault");
+    c.expect(mapper.stats().already_mapped == 0, "no fault on a translated address");
+  }
+
+  /// A denied access inside the window is a fault the mapper does not
+  /// serve: the leaf is made read-only (through the kernel's space, in place:
+  /// no table changes under the mapper) and a write reports a store fault.
+  void protection(Mapper& mapper) {
+    Check c("demand-protection-fault");
+    const u64 offset = kBelow + 0x100;
+    const u64 va = v_.demand_window + offset;
+    read_matches(c, offset);
+    const ptkit::AttrChange ro{Perm::None, Perm::W};
+    if (!c.expect_ok(s_.protect(VirtAddr(v_.demand_window + kBelow), 2 * MiB, ro), "protect"))
+      return;
+    const u64 already = mapper.stats().already_mapped;
+    const trap::Probe w = trap::write(va, 0);
+    c.expect(w.page_fault(va, trap::kStorePageFault), "the write faults, not served", w.fault.stval,
+             w.fault.scause);
+    c.expect(mapper.stats().already_mapped == already + 1, "the mapper saw it translated");
+    c.expect_ok(s_.protect(VirtAddr(v_.demand_window + kBelow), 2 * MiB,
+                           ptkit::AttrChange{Perm::W, Perm::None}),
+                "protect back");
   }
 
   void outside(Mapper& mapper) {
