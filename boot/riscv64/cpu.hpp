@@ -8,17 +8,11 @@
 
 namespace kernel::cpu {
 
-using ptkit::u32;
 using ptkit::u64;
 
 inline u64 read_satp() {
   u64 v;
   asm volatile("csrr %0, satp" : "=r"(v));
-  return v;
-}
-inline u64 read_sstatus() {
-  u64 v;
-  asm volatile("csrr %0, sstatus" : "=r"(v));
   return v;
 }
 /// The time CSR (10 MHz on the virt board), for boot-time info lines.
@@ -44,7 +38,8 @@ inline constexpr u64 kSstatusMxr = u64{1} << 19;
 inline void set_sstatus(u64 bits) { asm volatile("csrs sstatus, %0" : : "r"(bits) : "memory"); }
 inline void clear_sstatus(u64 bits) { asm volatile("csrc sstatus, %0" : : "r"(bits) : "memory"); }
 
-inline void write_stvec(u64 v) { asm volatile("csrw stvec, %0" : : "r"(v) : "memory"); }
+/// Traps go to `handler` (direct mode: stvec.MODE = 0, §4.1.2).
+inline void write_stvec(u64 handler) { asm volatile("csrw stvec, %0" : : "r"(handler) : "memory"); }
 
 /// Instruction fetches see earlier stores to code (Zifencei).
 inline void fence_i() { asm volatile("fence.i" : : : "memory"); }

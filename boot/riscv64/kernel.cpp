@@ -54,6 +54,7 @@ void run(const Machine& m) {
   LeafChecks(space, v, m, tlb).run();
   LiveChecks(space, tlb).run();
   run_demand_checks(space, v, m, tlb);
+  // Static: its reference (a word per page of the window) outgrows the stack.
   static RandomChecks random(space, v, pool, tlb, 0x5eed'0000 + u64(m.mode));
   random.run();
 
@@ -81,6 +82,9 @@ extern "C" [[noreturn]] void kmain(ptkit::u64 hartid, ptkit::u64 dtb) {
     c.expect(discover(dtb, addr_of(__image_start), m), "memory and ISA from the devicetree", dtb);
     c.expect(m.mode_given, "ptkit.paging=svNN on the command line");
     c.expect(m.is_ram(kScratch, kScratchEnd - kScratch), "RAM for the scratch area", m.ram_end);
+    c.expect(m.is_ram(kRandomFrames, kRandomFramesSize), "RAM for the random phase", m.ram_end);
+    c.expect(m.is_ram(EarlyBoot::kFinalTables, EarlyBoot::kFinalTablePages * 4 * KiB),
+             "RAM for the final space's tables", m.ram_end);
   }
   if (g_checks_failed == 0) run(m);
   serial::write("info boot-to-summary ");

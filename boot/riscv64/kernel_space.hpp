@@ -73,7 +73,7 @@ inline ptkit::early::ImageAccess image_access() {
 
 /// satp for `root` in `mode`, ASID 0 (§4.1.11).
 inline u64 satp_for(Mode mode, PhysAddr root) {
-  return (u64(mode) << cpu::kSatpModeShift) | (root.value() >> 12);
+  return (u64(mode) << cpu::kSatpModeShift) | ((root.value() >> 12) & cpu::kSatpPpnMask);
 }
 
 /// The image's sections as kernel.ld lays them out: text RX, rodata R,

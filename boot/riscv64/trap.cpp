@@ -1,5 +1,6 @@
 #include "trap.hpp"
 
+#include "cpu.hpp"
 #include "mmio.hpp"
 #include "serial.hpp"
 
