@@ -55,7 +55,7 @@ void run(const Machine& m) {
   LiveChecks(space, tlb).run();
   run_demand_checks(space, v, m, tlb);
   // Static: its reference (a word per page of the window) outgrows the stack.
-  static RandomChecks random(space, v, pool, tlb, 0x5eed'0000 + u64(m.mode));
+  static RandomChecks random(space, v, pool, tlb, m.seed != 0 ? m.seed : 0x5eed'0000 + u64(m.mode));
   random.run();
 
   serial::write("info tables in use ");

@@ -49,6 +49,25 @@ bool visit(const fdt::Property& p, void* context) {
   return true;
 }
 
+/// The hex number after `key` in `text` (0 when absent).
+u64 hex_after(const char* text, const char* key) {
+  for (const char* t = text; *t != 0; ++t) {
+    u64 i = 0;
+    while (key[i] != 0 && t[i] == key[i]) ++i;
+    if (key[i] != 0) continue;
+    u64 v = 0;
+    for (const char* d = t + i + (t[i] == '0' && t[i + 1] == 'x' ? 2 : 0);; ++d) {
+      if (*d >= '0' && *d <= '9')
+        v = v * 16 + u64(*d - '0');
+      else if (*d >= 'a' && *d <= 'f')
+        v = v * 16 + u64(*d - 'a' + 10);
+      else
+        return v;
+    }
+  }
+  return 0;
+}
+
 void add(Machine& m, u64 start, u64 end, MemoryKind kind) {
   if (end <= start || m.range_count == kMaxRanges) return;
   m.ranges[m.range_count++] = ptkit::early::MemoryRange{PhysAddr(start), end - start, kind};
@@ -83,6 +102,7 @@ bool discover(u64 dtb, u64 image_start, Machine& m) {
     m.features.svnapot = has_word(f.isa, "svnapot");
   }
   if (f.bootargs != nullptr) {
+    m.seed = hex_after(f.bootargs, "ptkit.seed=");
     for (Mode mode : {Mode::Sv39, Mode::Sv48, Mode::Sv57}) {
       char arg[] = "ptkit.paging=svNN";
       const char* name = mode_name(mode);

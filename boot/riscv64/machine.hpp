@@ -1,7 +1,8 @@
 // What the kernel learns about the machine before it builds its tables, all
 // from the devicetree OpenSBI passes: RAM (/memory), the hart's extensions
 // (/cpus/cpu@0 riscv,isa: Svpbmt, Svnapot) and the paging mode to test
-// (/chosen bootargs, `ptkit.paging=sv39|sv48|sv57`, from QEMU's -append).
+// (/chosen bootargs, `ptkit.paging=sv39|sv48|sv57`, from QEMU's -append;
+// `ptkit.seed=HEX` reruns the random phase with a reported seed).
 #pragma once
 
 #include "ptkit/arch/riscv.hpp"
@@ -19,6 +20,7 @@ struct Machine {
   ptkit::riscv::Features features{};
   ptkit::riscv::Mode mode = ptkit::riscv::Mode::Sv39;
   bool mode_given = false;  // bootargs named a mode
+  ptkit::u64 seed = 0;      // ptkit.seed=HEX: the random phase's seed (0: the default)
 
   [[nodiscard]] ptkit::early::MemoryMap memory_map() const {
     return ptkit::early::MemoryMap{ranges, range_count};
