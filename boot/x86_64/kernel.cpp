@@ -6,6 +6,7 @@
 #include "checks_demand.hpp"
 #include "checks_paging.hpp"
 #include "cpu.hpp"
+#include "early_tables.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
 #include "random_arch.hpp"
@@ -47,14 +48,18 @@ void run(const Machine& m) {
   constexpr VirtualLayout v = layout_for<Format::kMaxLevels>();
   static TlbCounts counts;
   Pool pool(PhysAddr(addr_of(g_table_pool)));
-  auto created =
-      Space<Format>::create(Format(m.features), image_access(), pool, {}, X86TlbSink(&counts));
+  const Format format(m.features);
+  auto created = ImageSpace<Format>::create(format, image_access(), pool, {}, X86TlbSink(&counts));
   {
     Check c("space-create");
     if (!c.expect_ok(created, "create")) return;
   }
-  Space<Format>& space = created.value();
-  if (!build_kernel_space(space, m, v)) return;
+  if (!build_kernel_space(created.value())) return;
+  if (!EarlyTables<Format>(created.value(), m, v, &counts).run()) return;
+  // The direct map reaches every table now: the checks go through it.
+  const ptkit::early::DirectMapAccess all_ram{PhysAddr(0), PhysAddr(m.ram_top - 1),
+                                              VirtAddr(v.direct_map)};
+  Space<Format> space(format, all_ram, pool, {}, X86TlbSink(&counts), created->root());
   PagingChecks<Format>(space, v, m).run();
   DemandChecks<Format>(space, v, &counts).run();
   random_phase(space, v, m);
@@ -84,6 +89,7 @@ extern "C" [[noreturn]] void kmain(ptkit::u32 magic, ptkit::u32 info) {
     c.expect(discover(info, m), "memory map present");
     c.expect(m.is_ram(kScratch, kScratchEnd - kScratch), "RAM for the scratch area", m.ram_top);
     c.expect(m.is_ram(kRandomPhys, kRandomPhysSize), "RAM for the random phase", m.ram_top);
+    c.expect(m.is_ram(kBootTables, kBootTablesSize), "RAM for the boot allocator", m.ram_top);
   }
   {
     Check c("cpu-features");

@@ -1,8 +1,9 @@
 // The kernel's own page tables, built with ptkit: the image at its link
-// addresses with per-section permissions (early::map_image), a direct map of
-// RAM and the local APIC (early::build_direct_map), tables from a static pool
-// inside the image reached through early::ImageAccess. Then CR3 switches to
-// them and the boot stub's identity map is gone.
+// addresses with per-section permissions (early::map_image), tables from a
+// static pool inside the image reached through early::ImageAccess. Then CR3
+// switches to them and the boot stub's identity map is gone; the direct map
+// is built on these tables afterwards (early_tables.hpp), and the checks run
+// on a space that reaches every table through it (Space).
 #pragma once
 
 #include "check.hpp"
@@ -39,9 +40,15 @@ inline constexpr unsigned kPoolPages = 160;
 using Pool = ptkit::StaticPoolAllocator<kPoolPages>;
 alignas(4096) inline u64 g_table_pool[kPoolPages][512];
 
+/// The space while only the image is mapped: its tables are in the image.
 template <class Format>
-using Space =
+using ImageSpace =
     ptkit::AddressSpace<Format, ptkit::early::ImageAccess, Pool&, ptkit::PlainWriter, X86TlbSink>;
+/// The same tables once the direct map exists, which reaches all of them
+/// (the image pool's and the boot allocator's): what the checks use.
+template <class Format>
+using Space = ptkit::AddressSpace<Format, ptkit::early::DirectMapAccess, Pool&, ptkit::PlainWriter,
+                                  X86TlbSink>;
 
 /// Where things go in each paging mode. 5-level puts everything at addresses
 /// a 4-level space does not have, so a table built for the wrong mode shows.
@@ -50,15 +57,16 @@ struct VirtualLayout {
   u64 test_base;      // 1 GiB aligned, 4 GiB of room for the checks
   u64 demand_window;  // 2 MiB below a 1 GiB boundary (checks_demand.hpp)
   u64 random_window;  // 1 GiB aligned, 2 GiB for the randomized phase
+  u64 slot_window;    // 2 MiB aligned: the transient slots (early_tables.hpp)
 };
 template <unsigned Levels>
 constexpr VirtualLayout layout_for() {
   if constexpr (Levels == 4) {
     return {0xffff'8880'0000'0000, 0x0000'4000'0000'0000, 0xffff'c000'3fe0'0000,
-            0x0000'4002'0000'0000};
+            0x0000'4002'0000'0000, 0xffff'fe00'0000'0000};
   } else {
     return {0xff11'0000'0000'0000, 0x00f0'0000'0000'0000, 0xff20'0000'3fe0'0000,
-            0x00f0'0002'0000'0000};
+            0x00f0'0002'0000'0000, 0xff30'0000'0000'0000};
   }
 }
 
@@ -69,10 +77,10 @@ inline ptkit::early::ImageAccess image_access() {
                                        VirtAddr(addr_of(__image_start)));
 }
 
-/// Creates the space, maps the image and the direct map, and switches CR3 to
-/// it. Each step is a check; returns false if any failed (the caller stops).
+/// Maps the image and switches CR3 to the space. Each step is a check;
+/// returns false if any failed (the caller stops).
 template <class Format>
-bool build_kernel_space(Space<Format>& space, const Machine& m, const VirtualLayout& v) {
+bool build_kernel_space(ImageSpace<Format>& space) {
   {
     Check c("image-map");
     const ptkit::early::ImageSection sections[] = {
@@ -95,21 +103,10 @@ bool build_kernel_space(Space<Format>& space, const Machine& m, const VirtualLay
     if (c.failed()) return false;
   }
   {
-    Check c("direct-map");
-    ptkit::early::DirectMapOptions opts;
-    opts.base = VirtAddr(v.direct_map);
-    opts.final_attrs = ptkit::early::final_direct_map_attrs(space.format());
-    auto report = ptkit::early::build_direct_map(space, m.memory_map(), opts);
-    if (!c.expect_ok(report, "build_direct_map")) return false;
-    // Nothing was mapped there: one pass, no splits, nothing to invalidate.
-    c.expect(report->pass_two_ops == 0 && report->pass_one.splits == 0, "one pass",
-             report->pass_two_ops, report->pass_one.splits);
-    c.expect(report->leaves_of_size(2 * MiB) != 0, "2M leaves in the direct map");
-    if (c.failed()) return false;
-  }
-  {
     Check c("cr3-switch");
-    // Global translations (the image's) survive later CR3 reloads.
+    // Global translations (the image's) survive later CR3 reloads. From
+    // here on the CPU runs on the image mapping alone: the loader's
+    // structures are out of reach (discover() kept what the kernel needs).
     cpu::write_cr4(cpu::read_cr4() | cpu::kCr4Pge);
     cpu::write_cr3(space.root().value());
     c.expect(cpu::read_cr3() == space.root().value(), "CR3", cpu::read_cr3());
