@@ -6,6 +6,7 @@
 #include "checks_at.hpp"
 #include "checks_demand.hpp"
 #include "checks_paging.hpp"
+#include "checks_random.hpp"
 #include "cpu.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
@@ -48,6 +49,8 @@ void run(const Machine& m) {
   if (!build_kernel_space(space, m)) return;
   PagingChecks(space).run();
   DemandChecks(space, &counts).run();
+  static RandomPhase random(space, kSeed);
+  random.run();
   at_cross_check(space, kSeed);
   report_tlb_work(pool, counts);
 }
