@@ -10,6 +10,7 @@
 #include "image_marks.hpp"
 #include "kernel_space.hpp"
 #include "scratch.hpp"
+#include "table_peek.hpp"
 #include "trap.hpp"
 
 namespace kernel {
@@ -39,21 +40,6 @@ class LeafChecks {
     o.leaf_sizes = leaf_size;
     o.contiguous_hint = hint;
     return o;
-  }
-
-  /// The leaf entry translating `va`, decoded from the tables (ptkit's query
-  /// reports sizes, not the NAPOT bit).
-  ptkit::Entry leaf_entry(u64 va) const {
-    const Format& f = s_.format();
-    PhysAddr table = s_.root();
-    for (unsigned level = f.levels(); level-- > 0;) {
-      const u64 index = (va >> (12 + 9 * level)) & 511;                     // §4.3.2: VPN[level]
-      const u64 raw = const_cast<Space&>(s_).access().table(table)[index];  // NOLINT: reading
-      const ptkit::Entry e = f.decode(raw, level);
-      if (!e.valid() || e.is_leaf()) return e;
-      table = e.pa;
-    }
-    return ptkit::Entry::invalid();
   }
 
   /// 4K pages: in order, then each virtual page k on frame 15 - k, then an
@@ -115,14 +101,14 @@ class LeafChecks {
     if (!c.expect_ok(s_.map(VirtAddr(va), PhysAddr(pa), 64 * KiB, kData, only(4 * KiB, true)),
                      "map"))
       return;
-    const ptkit::Entry e = leaf_entry(va + 0x3000);
+    const ptkit::Entry e = leaf_entry(s_, va + 0x3000);
     c.expect(e.is_leaf() && e.contiguous, "NAPOT entries written");
     for (unsigned k = 0; k < 16; ++k)
       expect_tags(c, va + k * 4 * KiB, pa + k * 4 * KiB, "NAPOT page reads its frame");
     c.expect(!trap::write(va + 0x5008, 0x5a5a).faulted, "warm the TLB, writable");
     auto done = s_.protect(VirtAddr(va + 0x5000), 4 * KiB, ptkit::AttrChange{Perm::None, Perm::W});
     if (!c.expect_ok(done, "protect one page of the run")) return;
-    c.expect(!leaf_entry(va).contiguous, "the run taken apart");
+    c.expect(!leaf_entry(s_, va).contiguous, "the run taken apart");
     c.expect(trap::write(va + 0x5008, 1).page_fault(va + 0x5008, trap::kStorePageFault),
              "the page is read-only");
     c.expect(!trap::write(va + 0x6008, 2).faulted, "its neighbour is writable");

@@ -1,6 +1,7 @@
 // The randomized phase: a few thousand random map, unmap and protect
-// operations in a 32 MiB test window (pages and megapages, Replace over
-// existing translations with splits allowed, merges sometimes), each
+// operations in a 32 MiB test window (pages and megapages, NAPOT runs where
+// the hart has Svnapot, some global, Replace over existing translations with
+// splits allowed, merges sometimes), each
 // followed by in-guest accesses of sampled addresses checked against a
 // reference kept in the kernel: one entry per page, written by this file
 // alone, with no ptkit code behind it. Every frame the window can reach is
@@ -12,6 +13,7 @@
 #include "check.hpp"
 #include "kernel_space.hpp"
 #include "scratch.hpp"
+#include "table_peek.hpp"
 #include "trap.hpp"
 
 namespace kernel {
@@ -97,7 +99,9 @@ class RandomChecks {
     serial::dec(protects_);
     serial::write(" protect), ");
     serial::dec(samples_);
-    serial::write(" sampled accesses, splits ");
+    serial::write(" sampled accesses (");
+    serial::dec(napot_samples_);
+    serial::write(" through NAPOT runs), splits ");
     serial::dec(splits_);
     serial::write(", merges ");
     serial::dec(merges_);
@@ -153,7 +157,8 @@ class RandomChecks {
     o.existing = ptkit::OnExisting::Replace;
     o.allow_split = true;
     o.merge = rng_.chance(30);
-    const Attrs attrs{writable ? ptkit::RW : Perm::R, MemType::WriteBack, false};
+    // Global translations take the other fence form (sfence.vma va, x0).
+    const Attrs attrs{writable ? ptkit::RW : Perm::R, MemType::WriteBack, rng_.chance(20)};
     auto done =
         s_.map(VirtAddr(va_of(r.first)), PhysAddr(pa_of(frame)), r.pages * 4 * KiB, attrs, o);
     if (!c.expect_ok(done, "map")) return false;
@@ -185,8 +190,12 @@ class RandomChecks {
     o.holes = ptkit::OnHole::Skip;
     o.allow_split = true;
     o.merge = rng_.chance(30);
-    const ptkit::AttrChange change =
+    ptkit::AttrChange change =
         writable ? ptkit::AttrChange{Perm::W, Perm::None} : ptkit::AttrChange{Perm::None, Perm::W};
+    if (rng_.chance(20)) {
+      change.change_global = true;
+      change.global = rng_.chance(50);
+    }
     auto done = s_.protect(VirtAddr(va_of(r.first)), r.pages * 4 * KiB, change, o);
     if (!c.expect_ok(done, "protect")) return false;
     count(done->stats);
@@ -226,6 +235,7 @@ class RandomChecks {
                          w.faulted ? w.fault.scause : 0)) {
       return false;
     }
+    if (leaf_entry(s_, va).contiguous) ++napot_samples_;
     auto q = s_.query(VirtAddr(va));
     return c.expect(q.ok() && q->pa.value() + (va - q->va.value()) == pa &&
                         has(q->attrs.perm, Perm::W) == want.writable,
@@ -254,7 +264,7 @@ class RandomChecks {
   u64 seed_;
   RefPage ref_[kWindowPages]{};
   u64 ops_done_ = 0, maps_ = 0, unmaps_ = 0, protects_ = 0, samples_ = 0;
-  u64 splits_ = 0, merges_ = 0, megapages_ = 0;
+  u64 splits_ = 0, merges_ = 0, megapages_ = 0, napot_samples_ = 0;
 };
 
 }  // namespace kernel
