@@ -1,7 +1,13 @@
-// Multiboot1 entry of the x86-64 test kernel: 32-bit protected mode with
-// paging off (Multiboot spec 0.6.96 §3.2) -> long mode on a throw-away
-// identity map of the first GiB, then kmain(magic, info). The kernel builds
-// its real tables with ptkit and never comes back here.
+// Multiboot entry of the x86-64 test kernel: 32-bit protected mode with
+// paging off -> long mode on a throw-away identity map of the first GiB,
+// then kmain(magic, info). The kernel builds its real tables with ptkit and
+// never comes back here.
+//
+// Two headers, one entry: QEMU's -kernel loader reads the multiboot1 header
+// (Multiboot spec 0.6.96 §3.1) and GRUB's `multiboot2` command the multiboot2
+// one (Multiboot2 spec 2.0 §3.1). Both enter _start in the same machine state
+// (§3.2 of each) with their magic in EAX and their information structure in
+// EBX; kmain tells them apart by the magic.
 //
 // 5-level paging cannot be turned on from long mode (CR4.LA57 may change only
 // with paging off, SDM vol. 3A §4.1.1), so the choice is made here: LA57 when
@@ -24,9 +30,29 @@
 #define DEBUG_EXIT_PORT 0xf4
 #define EXIT_FAIL 0x11
 
+#define MB2_MAGIC 0xE85250D6
+#define MB2_ARCH_I386 0
+#define MB2_TAG_END 0
+#define MB2_TAG_INFO_REQUEST 1
+#define MB2_INFO_MMAP 6
+
         .section .multiboot, "a"
         .p2align 2
         .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+
+        // Multiboot2: 8-byte aligned, within the first 32 KiB of the file.
+        // The ELF headers say where to load; the one tag asks for the memory
+        // map (flags 0: the kernel cannot boot without it).
+        .p2align 3
+mb2_header:
+        .long MB2_MAGIC, MB2_ARCH_I386, mb2_header_end - mb2_header
+        .long -(MB2_MAGIC + MB2_ARCH_I386 + (mb2_header_end - mb2_header))
+        .short MB2_TAG_INFO_REQUEST, 0
+        .long 12, MB2_INFO_MMAP
+        .p2align 3                  // every tag starts 8-byte aligned
+        .short MB2_TAG_END, 0
+        .long 8
+mb2_header_end:
 
         .section .boot.text, "ax"
         .code32

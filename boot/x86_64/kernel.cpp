@@ -17,8 +17,6 @@
 namespace kernel {
 namespace {
 
-constexpr ptkit::u32 kMultibootMagic = 0x2BAD'B002;  // in EAX from the loader
-
 /// Tagged physical memory of the randomized phase: 16 MiB of RAM the other
 /// checks leave alone, reached by its 2M and 4K leaves directly and by its
 /// 1G leaves through the frame [0, 1G).
@@ -85,12 +83,14 @@ extern "C" [[noreturn]] void kmain(ptkit::u32 magic, ptkit::u32 info) {
   Machine m;
   {
     Check c("multiboot");
-    c.expect(magic == kMultibootMagic, "loader magic", magic);
-    c.expect(discover(info, m), "memory map present");
+    c.expect(discover(magic, info, m), "known loader magic, memory map present", magic);
     c.expect(m.is_ram(kScratch, kScratchEnd - kScratch), "RAM for the scratch area", m.ram_top);
     c.expect(m.is_ram(kRandomPhys, kRandomPhysSize), "RAM for the random phase", m.ram_top);
     c.expect(m.is_ram(kBootTables, kBootTablesSize), "RAM for the boot allocator", m.ram_top);
   }
+  serial::write("info loader ");
+  serial::write(loader_name(m.loader));
+  serial::write("\n");
   {
     Check c("cpu-features");
     c.expect(m.features.nx, "NX (EFER.NXE)");

@@ -1,5 +1,6 @@
 // What the kernel learns about the machine before it builds its tables: the
-// memory map from the multiboot loader and the paging features from CPUID.
+// memory map and command line from the loader (multiboot1 or multiboot2) and
+// the paging features from CPUID.
 #pragma once
 
 #include "ptkit/arch/x86_64.hpp"
@@ -9,7 +10,10 @@ namespace kernel {
 
 inline constexpr unsigned kMaxRanges = 32;
 
+enum class Loader : ptkit::u8 { Unknown, Multiboot1, Multiboot2 };
+
 struct Machine {
+  Loader loader = Loader::Unknown;
   ptkit::early::MemoryRange ranges[kMaxRanges]{};
   unsigned range_count = 0;
   ptkit::u64 ram_top = 0;  // end of the highest RAM range
@@ -35,8 +39,12 @@ struct Machine {
   }
 };
 
-/// Reads the multiboot information at physical `info` (identity-mapped by
-/// the boot stub) and CPUID. Returns false when the loader gave no memory map.
-bool discover(ptkit::u64 info, Machine& m);
+/// Reads the loader's information at physical `info` (identity-mapped by the
+/// boot stub), of the kind `magic` (EAX at entry) names, and CPUID. Returns
+/// false when the magic is unknown or the loader gave no memory map.
+bool discover(ptkit::u32 magic, ptkit::u64 info, Machine& m);
+
+/// "multiboot1", "multiboot2" or "unknown".
+const char* loader_name(Loader loader);
 
 }  // namespace kernel
