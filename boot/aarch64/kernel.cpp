@@ -8,6 +8,7 @@
 #include "checks_paging.hpp"
 #include "checks_random.hpp"
 #include "cpu.hpp"
+#include "early_boot.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
 #include "serial.hpp"
@@ -39,6 +40,7 @@ void report_tlb_work(const Pool& pool, const TlbCounts& counts) {
 
 void run(const Machine& m) {
   static TlbCounts counts;
+  if (!EarlyBoot(m, &counts).run()) return;
   static Pool pool(PhysAddr(addr_of(g_table_pool)), config::kPage);
   auto created = Space::create(make_format(m), image_access(), pool, {}, A64TlbSink(&counts));
   {
@@ -84,7 +86,7 @@ extern "C" [[noreturn]] void kmain() {
     Check c("boot-el1");
     const u64 el = (cpu::read_currentel() >> 2) & 3;
     c.expect(el == 1, "entered at EL1", el);
-    c.expect((cpu::read_sctlr_el1() & kSctlrM) == 0, "MMU off at entry");
+    c.expect((cpu::read_sctlr_el1() & mmu::kSctlrM) == 0, "MMU off at entry");
   }
   Machine m;
   {

@@ -1,16 +1,17 @@
-// The kernel's own page tables, built with ptkit while the MMU is still off:
-// the image at its link addresses (which are its load addresses) with
-// per-section permissions (early::map_image), a direct map of RAM and a
-// Device-nGnRE window for the PL011 (early::build_direct_map), tables from a
-// static pool inside the image reached through early::ImageAccess. Then
-// MAIR/TCR/TTBR0 are set to match the format and the MMU goes on: from then
-// on the CPU runs on ptkit's tables alone.
+// The kernel's own page tables, built with ptkit while running on the final
+// space of the early boot (early_boot.hpp): the image at its link addresses
+// (which are its load addresses) with per-section permissions
+// (early::map_image), a direct map of RAM and a Device-nGnRE window for the
+// PL011 (early::build_direct_map), tables from a static pool inside the
+// image reached through early::ImageAccess. Then TTBR0_EL1 switches to them
+// and every later check runs there.
 #pragma once
 
 #include "check.hpp"
 #include "config.hpp"
 #include "cpu.hpp"
 #include "machine.hpp"
+#include "mmu.hpp"
 #include "ptkit/early/direct_map.hpp"
 #include "ptkit/early/image_mapper.hpp"
 #include "ptkit/early/table_access.hpp"
@@ -76,63 +77,39 @@ inline Format make_format(const Machine& m) {
   return Format(config::kGranule, config::kVaBits, ptkit::aarch64::Half::Lower, m.features);
 }
 
-/// TCR_EL1 for a TTBR0-only space of `f` (D23.2 "TCR_EL1"): T0SZ, walks
-/// Inner Shareable and Write-Back cacheable (the tables are Normal WB memory),
-/// TG0 the granule, TTBR1 walks disabled (EPD1), IPS the output size, DS for
-/// the LPA2 layout. 8-bit ASIDs; ASID 0 is the kernel's.
-inline u64 tcr_for(const Format& f) {
-  const u64 tg0 = f.granule() == ptkit::aarch64::Granule::K4    ? 0b00
-                  : f.granule() == ptkit::aarch64::Granule::K64 ? 0b01
-                                                                : 0b10;
-  const u64 ips = f.phys_bits() == 52 ? 0b110 : 0b101;  // 52 or 48 bits
-  u64 tcr = u64{f.tnsz()};                              // T0SZ [5:0]
-  tcr |= u64{0b01} << 8;                                // IRGN0: WB, write-allocate
-  tcr |= u64{0b01} << 10;                               // ORGN0: WB, write-allocate
-  tcr |= u64{0b11} << 12;                               // SH0: Inner Shareable
-  tcr |= tg0 << 14;                                     // TG0
-  tcr |= u64{1} << 23;                                  // EPD1: no TTBR1 walks
-  tcr |= u64{0b10} << 30;                               // TG1: 4K (unused, but defined)
-  tcr |= ips << 32;                                     // IPS
-  if (f.ds()) tcr |= u64{1} << 59;                      // DS: the LPA2 descriptor layout
-  return tcr;
+/// Maps the image's sections with their permissions into any space (boot,
+/// final, the kernel's own) and checks what map_image reports.
+template <class AnySpace>
+bool map_kernel_image(Check& c, AnySpace& space) {
+  const ptkit::early::ImageSection sections[] = {
+      {"text", VirtAddr(addr_of(__text_start)), addr_of(__text_end) - addr_of(__text_start),
+       ptkit::RX},
+      {"rodata", VirtAddr(addr_of(__rodata_start)), addr_of(__rodata_end) - addr_of(__rodata_start),
+       Perm::R},
+      {"data", VirtAddr(addr_of(__data_start)), addr_of(__data_end) - addr_of(__data_start),
+       ptkit::RW},
+      {"bss", VirtAddr(addr_of(__bss_start)), addr_of(__bss_end) - addr_of(__bss_start), ptkit::RW},
+  };
+  // kernel.ld aligns every section to 64 KiB, which is a granule or a
+  // multiple of one.
+  const ptkit::early::ImageLayout layout{sections, 4, VirtAddr(addr_of(__image_start)),
+                                         config::kPage};
+  auto report = ptkit::early::map_image(space, layout, PhysAddr(addr_of(__image_start)), {});
+  if (!c.expect_ok(report, "map_image")) return false;
+  // data and bss share their attributes: one range, so three in all.
+  c.expect(report->section_count == 4 && report->range_count == 3, "sections/ranges",
+           report->section_count, report->range_count);
+  c.expect(report->slot_count() == 1, "root slots", report->slot_count());
+  return !c.failed();
 }
 
-// SCTLR_EL1 (D23.2): M (stage 1 on), A (alignment checks: off), C and I
-// (data and instruction caches), WXN (writable implies XN: off, the
-// checks decide permissions themselves).
-inline constexpr u64 kSctlrM = u64{1} << 0;
-inline constexpr u64 kSctlrA = u64{1} << 1;
-inline constexpr u64 kSctlrC = u64{1} << 2;
-inline constexpr u64 kSctlrI = u64{1} << 12;
-inline constexpr u64 kSctlrWxn = u64{1} << 19;
-
-/// Maps the image and the direct map into `space`, then turns the MMU on
-/// with it. Each step is a check; returns false if any failed (the caller
+/// Maps the image and the direct map into `space`, then switches TTBR0_EL1
+/// to it. Each step is a check; returns false if any failed (the caller
 /// stops).
 inline bool build_kernel_space(Space& space, const Machine& m) {
   {
     Check c("image-map");
-    const ptkit::early::ImageSection sections[] = {
-        {"text", VirtAddr(addr_of(__text_start)), addr_of(__text_end) - addr_of(__text_start),
-         ptkit::RX},
-        {"rodata", VirtAddr(addr_of(__rodata_start)),
-         addr_of(__rodata_end) - addr_of(__rodata_start), Perm::R},
-        {"data", VirtAddr(addr_of(__data_start)), addr_of(__data_end) - addr_of(__data_start),
-         ptkit::RW},
-        {"bss", VirtAddr(addr_of(__bss_start)), addr_of(__bss_end) - addr_of(__bss_start),
-         ptkit::RW},
-    };
-    // kernel.ld aligns every section to 64 KiB, which is a granule or a
-    // multiple of one.
-    const ptkit::early::ImageLayout layout{sections, 4, VirtAddr(addr_of(__image_start)),
-                                           config::kPage};
-    auto report = ptkit::early::map_image(space, layout, PhysAddr(addr_of(__image_start)), {});
-    if (!c.expect_ok(report, "map_image")) return false;
-    // data and bss share their attributes: one range, so three in all.
-    c.expect(report->section_count == 4 && report->range_count == 3, "sections/ranges",
-             report->section_count, report->range_count);
-    c.expect(report->slot_count() == 1, "root slots", report->slot_count());
-    if (c.failed()) return false;
+    if (!map_kernel_image(c, space)) return false;
   }
   {
     Check c("direct-map");
@@ -154,27 +131,9 @@ inline bool build_kernel_space(Space& space, const Machine& m) {
     if (c.failed()) return false;
   }
   {
-    Check c("mmu-on");
-    const Format& f = space.format();
-    // The tables were written with the MMU off, as Device memory, which is
-    // never cached: on hardware nothing stale can sit in the data cache for
-    // the walker to miss (QEMU has no caches at all). The DSB makes the
-    // writes complete before the walker can start.
-    cpu::dsb_sy();
-    cpu::write_mair_el1(f.features().mair.mair_value());
-    cpu::write_tcr_el1(tcr_for(f));
-    cpu::write_ttbr0_el1(space.root().value());  // ASID 0
-    cpu::isb();                                  // the registers above before the TLBI
-    cpu::tlbi_all();  // translations cached from before reset are UNKNOWN (D8.16)
-    u64 sctlr = cpu::read_sctlr_el1();
-    sctlr = (sctlr | kSctlrM | kSctlrC | kSctlrI) & ~(kSctlrA | kSctlrWxn);
-    cpu::write_sctlr_el1(sctlr);
-    cpu::isb();  // the next fetch is translated: the image is mapped at its own address
-    serial::use_base(kLayout.direct_map + serial::kPl011);
-    c.expect((cpu::read_sctlr_el1() & kSctlrM) != 0, "SCTLR_EL1.M", cpu::read_sctlr_el1());
+    Check c("own-space-switch");
+    mmu::switch_to(space.root().value());
     c.expect(cpu::read_ttbr0_el1() == space.root().value(), "TTBR0_EL1", cpu::read_ttbr0_el1());
-    c.expect(cpu::read_tcr_el1() == tcr_for(f), "TCR_EL1 kept every field", cpu::read_tcr_el1(),
-             tcr_for(f));
     if (c.failed()) return false;
   }
   return true;
