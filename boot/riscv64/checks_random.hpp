@@ -44,12 +44,14 @@ class RandomChecks {
   static constexpr unsigned kOps = 3000;
   static constexpr unsigned kSamplesPerOp = 12;
 
+  /// The window straddles the 1 GiB boundary at test_base + 2 GiB, so
+  /// operations cross from one level-1 table into the next.
   RandomChecks(Space& space, const VirtualLayout& v, Pool& pool, TlbState& tlb, u64 seed)
       : s_(space),
         pool_(pool),
         tlb_(tlb),
         phys_(v.direct_map),
-        window_(v.test_base + 2 * GiB),
+        window_(v.test_base + 2 * GiB - kWindowPages * 4 * KiB / 2),
         rng_(seed),
         seed_(seed) {}
 
