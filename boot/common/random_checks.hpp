@@ -56,6 +56,7 @@
 #include "check.hpp"
 #include "ptkit/space.hpp"
 #include "reference_map.hpp"
+#include "rng.hpp"
 
 namespace kernel {
 
@@ -83,27 +84,6 @@ struct RandomConfig {
   /// Memory types attributes are drawn from (the format must express each).
   const ptkit::MemType* mem_types = nullptr;
   unsigned mem_type_count = 0;
-};
-
-/// splitmix64 (Steele, Lea, Flood 2014): one multiply-xorshift chain per
-/// number, enough for choosing test cases, and reproducible from the seed.
-class Rng {
-  using u64 = ptkit::u64;
-
- public:
-  explicit Rng(u64 seed) : state_(seed) {}
-  u64 next() {
-    u64 z = (state_ += 0x9E37'79B9'7F4A'7C15);
-    z = (z ^ (z >> 30)) * 0xBF58'476D'1CE4'E5B9;
-    z = (z ^ (z >> 27)) * 0x94D0'49BB'1331'11EB;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, n), n > 0 (the modulo bias is irrelevant here).
-  u64 below(u64 n) { return next() % n; }
-  bool chance(unsigned percent) { return below(100) < percent; }
-
- private:
-  u64 state_;
 };
 
 template <class Space, class Arch>
@@ -186,6 +166,9 @@ class RandomChecks {
     c.expect(faults_[0] != 0 && faults_[1] != 0 && faults_[2] != 0, "coverage: every kind of fault",
              faults_[1], faults_[2]);
     c.expect(refused_ != 0, "coverage: a map refused over an existing mapping");
+    // The window is empty again: every table the phase took went back.
+    c.expect(stats_.tables_allocated == stats_.tables_freed, "tables allocated and freed balance",
+             stats_.tables_allocated, stats_.tables_freed);
   }
 
  private:

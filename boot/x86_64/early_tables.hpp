@@ -89,7 +89,9 @@ class EarlyTables {
     auto mapped =
         s_.map(VirtAddr(v_.slot_window), PhysAddr(addr_of(__rodata_start)), 4 * KiB, anchor);
     if (!c.expect_ok(mapped, "map the anchor page")) return nullptr;
-    // The path to it was just made from the image pool: ImageAccess reaches it.
+    // ptkit names leaves, not tables, so the kernel follows the path itself
+    // (as the host tests of the slots do). It was just made from the image
+    // pool, which ImageAccess reaches.
     PhysAddr table = s_.root();
     for (unsigned level = s_.format().levels() - 1; level > 0; --level) {
       const u64* t = s_.access().table(table);
