@@ -21,6 +21,16 @@
 // operation and again after it, so the TLB holds the old translation: a
 // missing invalidation shows as an access that should have faulted.
 //
+// Geometry: a page, a block and a unit are the format's level-0, level-1 and
+// level-2 leaf sizes (4K, 2M, 1G on x86-64, AArch64 4K and Sv39/48/57);
+// units are used as leaves only where level 2 may hold one. Permissions: R
+// always, W and X at random (User never: supervisor probes of user pages
+// would fault under SMAP/PAN for reasons of their own).
+//
+// Translated code: before each operation the instruction words of the pages
+// it changes are rewritten (forget_code()), because QEMU finds translated
+// code by virtual address without the TLB; see there.
+//
 // Physical memory: [phys, phys + phys_size) is tagged (the first 64-bit word
 // of every 64 bytes holds tag_of(pa), see below; one in eight keeps the boot
 // short, and translations are page-granular anyway) and is all that writes
@@ -35,8 +45,7 @@
 //   ProbeResult read(u64 va);             // 64-bit load from va
 //   ProbeResult write(u64 va, u64 value); // 64-bit store of value to va
 //   ProbeResult exec(u64 va);             // call va, where a return sits
-//   u64 phys_read(u64 pa);                // through the kernel's direct map
-//   void phys_write(u64 pa, u64 value);
+//   void phys_write(u64 pa, u64 value);   // through the kernel's direct map
 //   void sync_instructions();             // after phys_write: make the words
 //                                         // written visible to instruction
 //                                         // fetch (Arm: DSB, IC IALLU, DSB,

@@ -28,6 +28,8 @@ constexpr u64 kRandomPhysSize = 16 * MiB;
 constexpr MemType kRandomMemTypes[] = {MemType::WriteBack, MemType::WriteThrough,
                                        MemType::UncachedMinus};
 
+/// The seed is printed; `-append seed=N` on the QEMU command line (or after
+/// the kernel's path in grub.cfg) repeats a run.
 template <class Format>
 void random_phase(Space<Format>& space, const VirtualLayout& v, const Machine& m) {
   RandomConfig config;

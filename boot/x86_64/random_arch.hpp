@@ -20,7 +20,6 @@ class X86RandomArch {
   }
   ProbeResult exec(ptkit::u64 va) { return classify(trap::exec(va), va, trap::kPfFetch); }
 
-  [[nodiscard]] ptkit::u64 phys_read(ptkit::u64 pa) const { return *word(pa); }
   void phys_write(ptkit::u64 pa, ptkit::u64 value) { *word(pa) = value; }
   // Instruction fetch sees stores at once on x86 (SDM vol. 3A §8.1.3): the
   // tags are written long before any of them is executed.
