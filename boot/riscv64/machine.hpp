@@ -20,7 +20,7 @@ struct Machine {
   ptkit::riscv::Features features{};
   ptkit::riscv::Mode mode = ptkit::riscv::Mode::Sv39;
   bool mode_given = false;  // bootargs named a mode
-  ptkit::u64 seed = 0;      // ptkit.seed=HEX: the random phase's seed (0: the default)
+  ptkit::u64 seed = 0;      // ptkit.seed=HEX: the random phase's seed (0: from the clock)
 
   [[nodiscard]] ptkit::early::MemoryMap memory_map() const {
     return ptkit::early::MemoryMap{ranges, range_count};
