@@ -38,7 +38,6 @@ class RiscvRandomArch {
     return classify(trap::exec(va), va, trap::kInstructionPageFault);
   }
 
-  [[nodiscard]] ptkit::u64 phys_read(ptkit::u64 pa) const { return *word(pa); }
   void phys_write(ptkit::u64 pa, ptkit::u64 value) { *word(pa) = value; }
   /// Stores to code become visible to instruction fetch only after a
   /// FENCE.I (Zifencei).
