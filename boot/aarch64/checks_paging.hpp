@@ -361,7 +361,7 @@ class PagingChecks {
       c.expect(!trap::write(page, 0x5555).faulted, "still writable");
     }
     {
-      Check c("split-live");
+      Check c("split-bbm");
       const TlbCounts before = s_.sink().counts();
       ptkit::ProtectOptions split;
       split.allow_split = true;
@@ -386,6 +386,24 @@ class PagingChecks {
       auto q = s_.query(VirtAddr(page + page_));
       c.expect(q.ok() && q->size == page_ && q->pa.value() == kScratchBlock + 6 * page_,
                "a page now");
+    }
+    {
+      // Back to writable with merge: the table is uniform again and folds
+      // into the block, again through a break (table -> block), and the
+      // table page goes back to the pool only after its TLBI.
+      Check c("merge-bbm");
+      const u64 pool_before = s_.allocator().pages_in_use();
+      ptkit::ProtectOptions merge;
+      merge.merge = true;
+      auto done = s_.protect(VirtAddr(page), page_, ptkit::AttrChange{Perm::W, Perm::None}, merge);
+      if (!c.expect_ok(done, "protect +W with merge")) return;
+      c.expect(done->stats.merges == 1 && done->stats.breaks >= 1 && done->stats.tables_freed == 1,
+               "one merge, with a break, its table freed", done->stats.merges, done->stats.breaks);
+      c.expect(s_.allocator().pages_in_use() == pool_before - 1, "the table is back in the pool");
+      auto q = s_.query(VirtAddr(page));
+      c.expect(q.ok() && q->size == size && q->level == 1, "one block again");
+      c.expect(!trap::write(page, 0x8888).faulted, "the page writable again");
+      reads(c, page + page_, 0x7777, "its neighbour kept its data");
       c.expect_ok(s_.unmap(VirtAddr(va), size), "unmap");
     }
   }

@@ -32,3 +32,22 @@ _start:
 boot_stack:
         .skip   65536
 boot_stack_top:
+
+// void call_on_stack(void (*fn)(void*), void* arg, u64 stack_top): runs
+// fn(arg) with SP = stack_top (16-byte aligned), then returns on the old
+// stack. The live-split checks run on a stack inside the block they split.
+        .text
+        .globl call_on_stack
+call_on_stack:
+        stp     x29, x30, [sp, #-16]!
+        mov     x29, sp
+        mov     x3, sp
+        mov     sp, x2
+        str     x3, [sp, #-16]!         // the old SP, on the new stack
+        mov     x3, x0
+        mov     x0, x1
+        blr     x3
+        ldr     x3, [sp], #16
+        mov     sp, x3
+        ldp     x29, x30, [sp], #16
+        ret

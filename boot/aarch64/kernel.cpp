@@ -5,6 +5,7 @@
 #include "check.hpp"
 #include "checks_at.hpp"
 #include "checks_demand.hpp"
+#include "checks_live.hpp"
 #include "checks_paging.hpp"
 #include "checks_random.hpp"
 #include "cpu.hpp"
@@ -50,6 +51,7 @@ void run(const Machine& m) {
   Space& space = created.value();
   if (!build_kernel_space(space, m)) return;
   PagingChecks(space).run();
+  LiveChecks(space, m).run();
   DemandChecks(space, &counts).run();
   static RandomPhase random(space, kSeed);
   random.run();
@@ -72,6 +74,8 @@ void print_configuration(const Machine& m) {
   serial::dec(m.tgran);
   serial::write(", ID_AA64MMFR2_EL1.VARange ");
   serial::dec(m.va_range);
+  serial::write(", BBM ");
+  serial::dec(m.bbm);
   serial::write("\n");
 }
 

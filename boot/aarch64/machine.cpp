@@ -37,6 +37,7 @@ const char* discover(Machine& m) {
   m.pa_range = field(mmfr0, 0);
   m.tgran = field(mmfr0, kGranule == Granule::K4 ? 28 : kGranule == Granule::K16 ? 20 : 24);
   m.va_range = field(mmfr2, 16);
+  m.bbm = field(mmfr2, 52);
 
   if (!granule_supported(kGranule, m.tgran)) return "the granule (ID_AA64MMFR0_EL1.TGran)";
   if (!kWide) return nullptr;  // 48-bit PA and VA: every CPU with the granule

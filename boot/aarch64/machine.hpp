@@ -15,6 +15,7 @@ struct Machine {
   unsigned pa_range = 0;  // PARange: 6 is 52 bits
   unsigned tgran = 0;     // TGran4/16/64 of this kernel's granule, raw
   unsigned va_range = 0;  // VARange: 1 is 52-bit VA with the 64K granule
+  unsigned bbm = 0;       // ID_AA64MMFR2_EL1.BBM: FEAT_BBM level (2: size changes in place)
 
   [[nodiscard]] ptkit::early::MemoryMap memory_map() const {
     return ptkit::early::MemoryMap{ranges, 2};
