@@ -1338,4 +1338,76 @@ TEST(ToolDumpCore, BadCores) {
   EXPECT_NE(wrong.err.find("is not a core file (ET_CORE"), std::string::npos) << wrong.err;
 }
 
+// ---- --svg ----------------------------------------------------------------------------
+
+std::size_t count(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (std::size_t at = 0; (at = text.find(part, at)) != std::string::npos; at += part.size()) ++n;
+  return n;
+}
+
+TEST(ToolSvg, OneBandPerRangeColouredByPermission) {
+  const std::string svg = tmp("builtin.svg");
+  ASSERT_EQ(run({"build", "--svg", svg}).status, 0);
+  const Ran j = run({"build", "--json"});
+  const std::string blob = tmp("svg-src.bin");
+  Blob b = built_blob("x86_64-4l", blob);
+  const Ran d = run({"dump", blob, "--root", hex_text(b.root), "--base", hex_text(b.base),
+                     "--format", "x86_64-4l", "--json"});
+  const json runs = json::parse(d.out);
+  const std::string text = read_text(svg);
+  EXPECT_EQ(text.rfind("<?xml", 0), 0u);
+  EXPECT_NE(text.find("</svg>\n"), std::string::npos);
+  EXPECT_EQ(count(text, "<g class='band'>"), runs.size());
+  // Names are escaped (the built-in example's name has angle brackets).
+  EXPECT_NE(text.find("&lt;built-in kernel example&gt; (x86_64-4l)"), std::string::npos);
+  EXPECT_EQ(text.find("<built-in"), std::string::npos);
+  // The kernel text (r-x) is orange, the direct map (rw-) green, and the
+  // layout's names label the bands.
+  EXPECT_NE(text.find("0xffffffff80000000-0xffffffff80600000</text><rect x='330' y="),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("fill='#ff9f1c'/><text x='600'"), std::string::npos);
+  EXPECT_NE(text.find("kern rw- user ---  wb GLB  1G leaves"), std::string::npos);
+  EXPECT_NE(text.find("class='marker'>kernel image .text<"), std::string::npos);
+  EXPECT_NE(text.find("class='gaptext'>unmapped "), std::string::npos);
+  // dump --svg draws the same ranges.
+  const std::string dumped = tmp("dumped.svg");
+  ASSERT_EQ(run({"dump", blob, "--root", hex_text(b.root), "--base", hex_text(b.base), "--format",
+                 "x86_64-4l", "--svg", dumped})
+                .status,
+            0);
+  EXPECT_EQ(count(read_text(dumped), "<g class='band'>"), runs.size());
+}
+
+TEST(ToolSvg, TensOfThousandsOfRangesStayReadable) {
+  // One PD with 40 page tables whose 4K pages alternate read-only and
+  // read-write: 20,480 runs of one page each.
+  std::vector<std::pair<u64, u64>> words = {{0, 0x1001000 | 3}, {512, 0x1002000 | 3}};
+  const u64 tables = 40;
+  for (u64 t = 0; t < tables; ++t) {
+    words.push_back({1024 + t, (0x1003000 + t * 4096) | 3});
+    for (u64 i = 0; i < 512; ++i)
+      words.push_back({(3 + t) * 512 + i, ((t * 512 + i) << 12) | (i % 2 ? 3 : 1)});
+  }
+  const std::string path = x86_image("many.bin", (3 + tables) * 4096, words);
+  const std::string svg = tmp("many.svg");
+  const Ran r = run({"dump", path, "--root", "16M", "--base", "16M", "--format", "x86_64-4l",
+                     "--svg", svg, "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(json::parse(r.out).size(), tables * 512);
+  const std::string text = read_text(svg);
+  const std::size_t bands = count(text, "<g class='band'>");
+  EXPECT_LE(bands, 2000u);
+  EXPECT_GE(bands, 1000u);
+  EXPECT_NE(text.find("20480 ranges in " + std::to_string(bands) + " bands"), std::string::npos);
+  EXPECT_NE(text.find("ranges, mixed permissions"), std::string::npos);
+  EXPECT_LT(text.size(), 2u << 20) << "the picture should stay a few hundred bytes a band";
+}
+
+TEST(ToolSvg, UnwritableFileIsAUsageError) {
+  const Ran r = run({"build", "--svg", "/nonexistent-dir/x.svg"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--svg /nonexistent-dir/x.svg: cannot write"), std::string::npos) << r.err;
+}
 }  // namespace

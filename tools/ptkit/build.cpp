@@ -519,12 +519,14 @@ void write_out(const BuildResult& b, const std::string& file) {
 #include <iostream>
 
 #include "commands.hpp"
+#include "svg.hpp"
 
 namespace ptkit::tool {
 
 void emit_build(const BuildResult& b, const BuildOutputs& o, const nlohmann::ordered_json& extra,
                 const std::string& summary_tail) {
   if (!o.out.empty()) write_out(b, o.out);
+  if (!o.svg.empty()) write_svg(o.svg, svg_map(b.walk, b.format, b.markers, o.title));
   if (o.json) {
     nlohmann::ordered_json j = build_json(b);
     for (const auto& [key, value] : extra.items()) j[key] = value;
@@ -540,7 +542,9 @@ int cmd_build(const BuildArgs& a) {
   const Layout layout = a.layout.empty() ? parse_layout_text(builtin_layout_text(), kBuiltinName)
                                          : parse_layout_file(a.layout);
   const BuildResult b = build_layout(layout, a.format);
-  emit_build(b, {a.out, a.dump, a.json}, nlohmann::ordered_json::object(), "");
+  const std::string title =
+      fmt::format("{} ({})", a.layout.empty() ? kBuiltinName : a.layout, b.format.name());
+  emit_build(b, {a.out, a.dump, a.json, a.svg, title}, nlohmann::ordered_json::object(), "");
   return kExitOk;
 }
 

@@ -72,8 +72,10 @@ struct BuildOutputs {
   std::string out;  // --out FILE, or empty
   bool dump = false;
   bool json = false;
+  std::string svg;    // --svg FILE, or empty
+  std::string title;  // of the picture: what was built
 };
-/// --out, then one of --json (build_json with `extra`'s keys added), --dump
+/// --out and --svg, then one of --json (build_json with `extra`'s keys added), --dump
 /// or the summary followed by `summary_tail`, on stdout.
 void emit_build(const BuildResult& b, const BuildOutputs& o, const nlohmann::ordered_json& extra,
                 const std::string& summary_tail);

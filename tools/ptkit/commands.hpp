@@ -19,6 +19,7 @@ struct BuildArgs {
   std::string out;
   bool dump = false;
   bool json = false;
+  std::string svg;
 };
 int cmd_build(const BuildArgs& a);
 
@@ -32,6 +33,7 @@ struct ImageArgs {
   std::string out;
   bool dump = false;
   bool json = false;
+  std::string svg;
 };
 int cmd_image(const ImageArgs& a);
 
@@ -44,6 +46,7 @@ struct DumpArgs {
   std::optional<std::string> direct_map;  // --direct-map VA: where pa 0 is mapped
   bool audit = false;
   bool json = false;
+  std::string svg;
 };
 int cmd_dump(const DumpArgs& a);
 

@@ -333,6 +333,7 @@ nlohmann::ordered_json dump_json(const DumpResult& d, const Format& format) {
 #include "audit.hpp"
 #include "commands.hpp"
 #include "elf_image.hpp"
+#include "svg.hpp"
 
 namespace ptkit::tool {
 
@@ -398,6 +399,9 @@ int cmd_dump(const DumpArgs& a) {
     return findings.empty() && d.problems_omitted == 0 ? kExitOk : kExitFindings;
   }
   const DumpResult d = walk_tables(mem, root, format);
+  if (!a.svg.empty())
+    write_svg(a.svg, svg_map(d, format, half_markers(format),
+                             fmt::format("{} (root {}, {})", a.memory, hex(root), format.name())));
   if (d.reserved_entries != 0) {
     std::cerr << fmt::format(
         "ptkit dump: warning: {} entries with reserved encodings skipped; "

@@ -237,7 +237,7 @@ int cmd_image(const ImageArgs& a) {
       {"elf",
        {{"machine", machine_name(elf.machine)}, {"entry", hex(elf.entry)}, {"segments", segs}}}};
   emit_build(
-      b, {a.out, a.dump, a.json}, extra,
+      b, {a.out, a.dump, a.json, a.svg, fmt::format("{} ({})", a.elf, b.format.name())}, extra,
       fmt::format("{}: {}, entry {}\n{}", a.elf, machine_name(elf.machine), hex(elf.entry), tail));
   return kExitOk;
 }

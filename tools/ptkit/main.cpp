@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   b->add_option("--out", build.out,
                 "Write the table area as a binary blob to FILE and its description to FILE.json");
   b->add_flag("--dump", build.dump, "Print the mappings like Linux's ptdump");
+  b->add_option("--svg", build.svg,
+                "Draw the address space to FILE (SVG: a band per range, colour by permission)");
   b->add_flag("--json", build.json,
               "Print statistics as JSON (format, root, tables, leaves, table_bytes, mappings)");
   b->footer(
@@ -45,7 +47,8 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  ptkit build --dump                           # the built-in example, x86_64-4l\n"
       "  ptkit build --format aarch64-4k-48 --json\n"
-      "  ptkit build examples/kernel.toml --format riscv-sv48 --out tables.bin");
+      "  ptkit build examples/kernel.toml --format riscv-sv48 --out tables.bin\n"
+      "  ptkit build examples/board.toml --svg board.svg");
 
   ImageArgs image;
   CLI::App* im =
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
   im->add_option("--out", image.out,
                  "Write the table area as a binary blob to FILE and its description to FILE.json");
   im->add_flag("--dump", image.dump, "Print the mappings like Linux's ptdump");
+  im->add_option("--svg", image.svg, "Draw the address space to FILE (SVG)");
   im->add_flag("--json", image.json,
                "Print statistics as JSON (as build, plus the ELF's segments)");
   im->footer(
@@ -99,6 +103,8 @@ int main(int argc, char** argv) {
               "Report W+X and user-accessible kernel-half mappings, writable mappings of "
               "page tables, an executable direct map, reserved or malformed entries, shared "
               "tables, tables outside the image and loops (exit 3 if any)");
+  d->add_option("--svg", dump.svg,
+                "Draw the mappings to FILE (SVG: a band per range, colour by permission)");
   d->add_flag("--json", dump.json,
               "Print an array of {va, size, pa, leaf, perms, ...} (--audit: the findings)");
   d->footer(
