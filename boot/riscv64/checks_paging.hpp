@@ -30,6 +30,7 @@ class PagingChecks {
     protect_readonly();
     nx_exec();
     exec_only();
+    user_page();
     write_without_read();
     tlb_stale_control();
     full_flush(false);
@@ -187,6 +188,36 @@ class PagingChecks {
     cpu::clear_sstatus(cpu::kSstatusMxr);
     c.expect(!mxr.faulted && mxr.value == *phys_.at(pa), "readable with sstatus.MXR", mxr.value);
     c.expect(trap::write(va, 0).page_fault(va, kStorePageFault), "store faults");
+  }
+
+  /// A user page (U = 1, §4.3.1): S-mode loads and stores fault unless
+  /// sstatus.SUM is set, and S-mode never executes it.
+  void user_page() {
+    const u64 va = t_ + 0x1'8000;
+    const u64 pa = scratch(6);
+    Check c("user-page-sum");
+    const Attrs user{ptkit::RWX | Perm::User, MemType::WriteBack, false};
+    if (!c.expect_ok(s_.map(VirtAddr(va), PhysAddr(pa), 4 * KiB, user), "map a user page")) return;
+    put_ret(pa);
+    c.expect(trap::read(va).page_fault(va, kLoadPageFault), "S-mode load faults");
+    c.expect(trap::write(va + 8, 1).page_fault(va + 8, kStorePageFault), "S-mode store faults");
+    // The fetch first: QEMU 7.2 lets S-mode execute a user page once a load
+    // under SUM has put the page in its TLB (the entry keeps execute
+    // permission); reported below, not expected.
+    cpu::set_sstatus(cpu::kSstatusSum);
+    const trap::Probe x = trap::exec(va);
+    const trap::Probe r = trap::read(va);
+    const trap::Probe w = trap::write(va + 8, 0x5e5e);
+    const trap::Probe x_cached = trap::exec(va);
+    cpu::clear_sstatus(cpu::kSstatusSum);
+    c.expect(x.page_fault(va, kInstructionPageFault), "S-mode never executes a user page",
+             x.fault.scause);
+    c.expect(!r.faulted && r.value == *phys_.at(pa), "load with SUM", r.value);
+    c.expect(!w.faulted && *phys_.at(pa + 8) == 0x5e5e, "store with SUM");
+    if (!x_cached.faulted)
+      serial::write(
+          "info emulator: S-mode executed a user page after a load under SUM cached it\n");
+    c.expect_ok(s_.unmap(VirtAddr(va), 4 * KiB), "unmap");
   }
 
   /// W without R is reserved (§4.3.1): ptkit refuses it before any write.

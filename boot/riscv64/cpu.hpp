@@ -35,6 +35,8 @@ inline constexpr u64 kSatpPpnMask = (u64{1} << 44) - 1;
 
 // sstatus.MXR (§4.1.1): loads from execute-only pages succeed.
 inline constexpr u64 kSstatusMxr = u64{1} << 19;
+// sstatus.SUM (§4.1.1): S-mode loads and stores may touch user pages.
+inline constexpr u64 kSstatusSum = u64{1} << 18;
 inline void set_sstatus(u64 bits) { asm volatile("csrs sstatus, %0" : : "r"(bits) : "memory"); }
 inline void clear_sstatus(u64 bits) { asm volatile("csrc sstatus, %0" : : "r"(bits) : "memory"); }
 
