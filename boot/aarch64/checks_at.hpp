@@ -14,7 +14,9 @@ namespace kernel {
 inline void at_cross_check(const Space& s, u64 seed) {
   Check c("at-cross-check");
   AtTally tally;
-  for (unsigned i = 0; i < trap::touched_count(); ++i)
+  const unsigned touched = trap::touched_count();
+  if (!c.expect(touched <= trap::kTouchedMax, "every touched address kept", touched)) return;
+  for (unsigned i = 0; i < touched; ++i)
     if (!at_agrees(c, s, trap::touched(i), &tally)) return;
   Random rng(seed);
   const u64 space = u64{1} << config::kVaBits;

@@ -30,7 +30,12 @@ unsigned g_touched_count = 0;
 
 u64 addr(const void* p) { return reinterpret_cast<u64>(p); }  // NOLINT: code addresses
 
-void remember(u64 va) { g_touched[g_touched_count++ % kTouchedMax] = va; }
+// The first kTouchedMax addresses; the count goes on, so a caller can tell
+// whether any were not kept.
+void remember(u64 va) {
+  if (g_touched_count < kTouchedMax) g_touched[g_touched_count] = va;
+  ++g_touched_count;
+}
 
 [[noreturn]] void unexpected(const TrapFrame& f) {
   serial::write("FAIL unexpected-exception vector=");
@@ -59,7 +64,7 @@ void set_translation_fault_hook(FaultHook hook, void* context) {
 
 u64 hooked_faults() { return g_hooked; }
 
-unsigned touched_count() { return g_touched_count < kTouchedMax ? g_touched_count : kTouchedMax; }
+unsigned touched_count() { return g_touched_count; }
 u64 touched(unsigned i) { return g_touched[i]; }
 
 Probe read(u64 va) {

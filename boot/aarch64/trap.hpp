@@ -94,7 +94,8 @@ Probe exec(u64 va);
 /// Translation faults the hook handled (resolved and retried) since boot.
 u64 hooked_faults();
 
-/// Addresses probes touched, most recent last; at most kTouchedMax are kept.
+/// Addresses probes touched, in order: touched(i) for i < kTouchedMax and
+/// i < touched_count() (the count goes on past what is kept).
 inline constexpr unsigned kTouchedMax = 1024;
 unsigned touched_count();
 u64 touched(unsigned i);
