@@ -1,7 +1,8 @@
 // The MMU as an oracle: AT S1E1R / S1E1W walk ptkit's tables with QEMU's
 // own page-table walker and answer in PAR_EL1 (REAL-MMU.md), which must
 // agree with ptkit's query() on every address: mapped or not, at which level
-// the walk stops, the output address, the memory type, and writability.
+// the walk stops, the output address, the memory type, and writability at
+// EL1 and at EL0 (AT S1E0R / S1E0W: the User permission).
 #pragma once
 
 #include "check.hpp"
@@ -24,6 +25,13 @@ struct Par {
     return trap::decode_fault_status((raw >> 1) & 0x3F);
   }
 };
+
+/// An AT of an access ptkit says is `allowed` (translates to `pa`) or not
+/// (a permission fault).
+inline bool allowed(Check& c, Par p, bool allowed, u64 pa, const char* what, u64 va) {
+  if (allowed) return c.expect(!p.fault() && p.pa() == pa, what, va, p.raw);
+  return c.expect(p.fault() && p.status().kind == trap::FaultKind::Permission, what, va, p.raw);
+}
 
 struct AtTally {
   u64 mapped = 0;
@@ -54,11 +62,11 @@ inline bool at_agrees(Check& c, const Space& s, u64 va, AtTally* tally = nullptr
   c.expect(r.fault() || r.attr() == mair, "AT: memory type", va, r.raw);
   c.expect(r.fault() || m.attrs.mem != MemType::WriteBack || r.sh() == 3, "AT: Inner Shareable", va,
            r.raw);
-  if (has(m.attrs.perm, Perm::W))
-    return c.expect(!w.fault() && w.pa() == pa, "AT: write translates where ptkit allows it", va,
-                    w.raw);
-  return c.expect(w.fault() && w.status().kind == trap::FaultKind::Permission,
-                  "AT: write permission fault where ptkit has no W", va, w.raw);
+  const bool user = has(m.attrs.perm, Perm::User);
+  const bool writable = has(m.attrs.perm, Perm::W);
+  return allowed(c, w, writable, pa, "AT S1E1W", va) &&
+         allowed(c, Par{cpu::at_s1e0r(va)}, user, pa, "AT S1E0R", va) &&
+         allowed(c, Par{cpu::at_s1e0w(va)}, user && writable, pa, "AT S1E0W", va);
 }
 
 }  // namespace kernel

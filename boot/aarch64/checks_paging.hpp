@@ -7,6 +7,7 @@
 // for the lookup level ptkit's own query names.
 #pragma once
 
+#include "at_oracle.hpp"
 #include "check.hpp"
 #include "cpu.hpp"
 #include "kernel_space.hpp"
@@ -46,6 +47,7 @@ class PagingChecks {
     map_page();
     protect_readonly();
     nx_exec();
+    user_page();
     contiguous_run();
     leaf_sizes();
     high_output_addresses();
@@ -220,6 +222,28 @@ class PagingChecks {
     if (!c.expect_ok(done, "protect +X -W")) return;
     c.expect(!trap::exec(va).faulted, "executes after +X");
     write_fault(c, va, "and is read-only");
+  }
+
+  /// An EL0 page: EL1 may read and write it (PSTATE.PAN is 0) but never
+  /// execute it (ptkit sets PXN on user leaves); EL0's view comes from AT.
+  void user_page() {
+    const u64 va = slot(20);
+    const u64 pa = scratch(14);
+    Check c("user-page");
+    const Attrs user{ptkit::RWX | Perm::User, MemType::WriteBack, false};
+    if (!c.expect_ok(s_.map(VirtAddr(va), PhysAddr(pa), page_, user), "map")) return;
+    phys(pa) = kRet;
+    cpu::sync_icache(kLayout.direct_map + pa);
+    reads(c, va, kRet, "EL1 reads it");
+    const trap::Probe x = trap::exec(va);
+    c.expect(x.instruction_abort(va, FaultKind::Permission), "EL1 fetch: permission fault (PXN)",
+             x.fault.far, x.fault.esr);
+    c.expect((cpu::at_s1e0r(va) & 1) == 0 && (cpu::at_s1e0w(va) & 1) == 0,
+             "EL0 may read and write it");
+    const u64 kernel_va = addr_of(&g_rodata_word);
+    c.expect((cpu::at_s1e0r(kernel_va) & 1) == 1, "EL0 may not read the kernel's rodata");
+    at_agrees(c, s_, va);
+    at_agrees(c, s_, kernel_va);
   }
 
   /// A run of the Contiguous hint (D8.6.1), written whole by one map; one

@@ -75,6 +75,15 @@ inline u64 at_s1e1w(u64 va) {
   asm volatile("at s1e1w, %0\n isb" ::"r"(va) : "memory");
   return read_par_el1();
 }
+/// The same walk with EL0's permissions (AT S1E0R / S1E0W).
+inline u64 at_s1e0r(u64 va) {
+  asm volatile("at s1e0r, %0\n isb" ::"r"(va) : "memory");
+  return read_par_el1();
+}
+inline u64 at_s1e0w(u64 va) {
+  asm volatile("at s1e0w, %0\n isb" ::"r"(va) : "memory");
+  return read_par_el1();
+}
 
 /// Semihosting SYS_EXIT (0x18), which on A64 takes a block {reason, code};
 /// with ADP_Stopped_ApplicationExit (0x20026) QEMU -semihosting exits with
