@@ -84,10 +84,16 @@ inline void flush_all_global() {
   write_cr4(cr4);
 }
 
+/// Stops for good: with interrupts off, HLT waits for an NMI or reset
+/// (SDM vol. 2A, HLT), and the loop halts again after an NMI.
+[[noreturn]] inline void halt_forever() {
+  for (;;) asm volatile("cli; hlt");
+}
+
 /// QEMU's isa-debug-exit (iobase 0xf4): QEMU exits with (value << 1) | 1.
 [[noreturn]] inline void qemu_exit(u8 value) {
   outb(0xf4, value);
-  for (;;) asm volatile("cli; hlt");  // only if the device is missing
+  halt_forever();  // only if the device is missing
 }
 inline constexpr u8 kExitPass = 0x10;  // QEMU status 33
 inline constexpr u8 kExitFail = 0x11;  // QEMU status 35

@@ -1,7 +1,9 @@
 // The x86-64 test kernel: entered from entry.S in long mode on the boot
 // stub's identity map, it builds its own tables with ptkit (4-level or, when
 // the stub enabled LA57, 5-level), switches to them, runs every check, and
-// exits QEMU through isa-debug-exit: pass only if every check passed.
+// exits QEMU through isa-debug-exit: pass only if every check passed. With
+// `hold` on the command line it prints its address space and halts instead
+// (space_report.hpp).
 #include "check.hpp"
 #include "checks_demand.hpp"
 #include "checks_paging.hpp"
@@ -12,6 +14,7 @@
 #include "random_arch.hpp"
 #include "random_checks.hpp"
 #include "serial.hpp"
+#include "space_report.hpp"
 #include "trap.hpp"
 
 namespace kernel {
@@ -72,6 +75,8 @@ void run(const Machine& m) {
   serial::write(", global flushes ");
   serial::dec(counts.global_flushes);
   serial::write("\n");
+  // Last: the checks have changed the tables for the last time.
+  if (m.hold) report_space(space, v);
 }
 
 }  // namespace
@@ -110,5 +115,11 @@ extern "C" [[noreturn]] void kmain(ptkit::u32 magic, ptkit::u32 info) {
   serial::write(" ok, ");
   serial::dec(g_checks_failed);
   serial::write(" failed\n");
+  if (m.hold && g_checks_failed == 0) {
+    // QEMU stays up, the CPU halted on the tables just printed, until the
+    // monitor has dumped memory and quits (tests/qemu/dump_guest_memory.sh).
+    serial::write("ready for dump\n");
+    cpu::halt_forever();
+  }
   cpu::qemu_exit(g_checks_failed == 0 ? cpu::kExitPass : cpu::kExitFail);
 }

@@ -60,29 +60,47 @@ void add(Machine& m, u64 start, u64 end, MemoryKind kind) {
   m.ranges[m.range_count++] = ptkit::early::MemoryRange{PhysAddr(start), end - start, kind};
 }
 
-/// Finds `seed=N` in the command line at physical `pa`.
+/// Whether the word [w, end) is `text`.
+bool word_is(const char* w, const char* end, const char* text) {
+  for (; w != end; ++w, ++text)
+    if (*text == 0 || *w != *text) return false;
+  return *text == 0;
+}
+
+/// `seed=N` (decimal, or hex after 0x) into m.seed; false if no digit follows.
+bool parse_seed(const char* s, const char* end, Machine& m) {
+  const bool hex = end - s > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+  if (hex) s += 2;
+  if (s == end) return false;
+  u64 v = 0;
+  for (; s != end; ++s) {
+    const char c = *s;
+    unsigned digit;
+    if (c >= '0' && c <= '9')
+      digit = unsigned(c - '0');
+    else if (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+      digit = unsigned((c | 0x20) - 'a' + 10);
+    else
+      return false;
+    v = v * (hex ? 16 : 10) + digit;
+  }
+  m.seed = v;
+  return true;
+}
+
+/// The words of the command line at physical `pa`, split at spaces: `seed=N`
+/// and `hold`. The loader's own words (QEMU puts the kernel's path first,
+/// GRUB whatever follows `multiboot2` in grub.cfg) match neither.
 void parse_cmdline(u64 pa, Machine& m) {
   const char* s = at<char>(pa);
-  for (; *s != 0; ++s) {
-    if (s[0] != 's' || s[1] != 'e' || s[2] != 'e' || s[3] != 'd' || s[4] != '=') continue;
-    s += 5;
-    const bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-    if (hex) s += 2;
-    u64 v = 0;
-    for (;; ++s) {
-      const char c = *s;
-      unsigned digit;
-      if (c >= '0' && c <= '9')
-        digit = unsigned(c - '0');
-      else if (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-        digit = unsigned((c | 0x20) - 'a' + 10);
-      else
-        break;
-      v = v * (hex ? 16 : 10) + digit;
-    }
-    m.seed = v;
-    m.seed_given = true;
-    return;
+  while (*s != 0) {
+    while (*s == ' ' || *s == '\t') ++s;
+    const char* word = s;
+    while (*s != 0 && *s != ' ' && *s != '\t') ++s;
+    if (s - word > 5 && word_is(word, word + 5, "seed="))
+      m.seed_given = parse_seed(word + 5, s, m) || m.seed_given;
+    else if (word_is(word, s, "hold"))
+      m.hold = true;
   }
 }
 

@@ -23,6 +23,10 @@ struct Machine {
   /// the randomized phase, to repeat a run (else a fresh one per boot).
   ptkit::u64 seed = 0;
   bool seed_given = false;
+  /// `hold` on the kernel command line: after the checks, print the address
+  /// space and stay up instead of exiting, for the monitor to dump memory
+  /// (tests/qemu/dump_guest_memory.sh).
+  bool hold = false;
 
   [[nodiscard]] ptkit::early::MemoryMap memory_map() const {
     return ptkit::early::MemoryMap{ranges, range_count};
