@@ -24,8 +24,6 @@ using ptkit::u64;
 KERNEL_READ_SYSREG(currentel)
 KERNEL_READ_SYSREG(id_aa64mmfr0_el1)
 KERNEL_READ_SYSREG(id_aa64mmfr2_el1)
-KERNEL_READ_SYSREG(esr_el1)
-KERNEL_READ_SYSREG(far_el1)
 KERNEL_READ_SYSREG(par_el1)
 KERNEL_READ_SYSREG(sctlr_el1)
 KERNEL_WRITE_SYSREG(sctlr_el1)
@@ -35,8 +33,6 @@ KERNEL_READ_SYSREG(ttbr0_el1)
 KERNEL_WRITE_SYSREG(ttbr0_el1)
 KERNEL_WRITE_SYSREG(mair_el1)
 KERNEL_WRITE_SYSREG(vbar_el1)
-KERNEL_READ_SYSREG(cntpct_el0)
-KERNEL_READ_SYSREG(cntfrq_el0)
 
 #undef KERNEL_READ_SYSREG
 #undef KERNEL_WRITE_SYSREG
@@ -45,8 +41,9 @@ inline void isb() { asm volatile("isb" ::: "memory"); }
 inline void dsb_ish() { asm volatile("dsb ish" ::: "memory"); }
 inline void dsb_sy() { asm volatile("dsb sy" ::: "memory"); }
 
-/// TLBI VALE1IS for one page, without the rest of ptkit's sequence: the
-/// control experiment's own invalidation (tlb-stale-control).
+/// TLBI VAALE1IS (any ASID, last level) of one page with the barriers
+/// around it: the control experiment's own invalidation (tlb-stale-control),
+/// not ptkit's.
 inline void tlbi_page(u64 va) {
   asm volatile(
       "dsb ishst\n tlbi vaale1is, %0\n dsb ish\n isb" ::"r"((va >> 12) & ((u64{1} << 44) - 1))

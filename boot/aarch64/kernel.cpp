@@ -1,7 +1,9 @@
 // The AArch64 test kernel: entered from entry.S at EL1 with the MMU off, it
-// builds its own tables with ptkit for the configuration it was compiled
-// for (config.hpp), turns the MMU on with them, runs every check, and exits
-// QEMU through semihosting: pass only if every check passed.
+// goes through the early boot with ptkit for the configuration it was
+// compiled for (config.hpp: granule, 48 or 52 bits; early_boot.hpp: boot
+// space, MMU on, final space through transient slots), builds its own space
+// there (kernel_space.hpp), runs every check on it, and exits QEMU through
+// semihosting: pass only if every check passed.
 #include "check.hpp"
 #include "checks_at.hpp"
 #include "checks_demand.hpp"

@@ -26,15 +26,42 @@ struct TlbCounts {
 struct CountingOps {
   TlbCounts* counts;
   using Cpu = ptkit::aarch64::InlineOps;
-  void dsb_ishst() const { ++counts->dsb, Cpu::dsb_ishst(); }
-  void dsb_ish() const { ++counts->dsb, Cpu::dsb_ish(); }
-  void isb() const { ++counts->isb, Cpu::isb(); }
-  void tlbi_vae1is(ptkit::u64 op) const { ++counts->tlbi_va, Cpu::tlbi_vae1is(op); }
-  void tlbi_vale1is(ptkit::u64 op) const { ++counts->tlbi_va_leaf, Cpu::tlbi_vale1is(op); }
-  void tlbi_vaae1is(ptkit::u64 op) const { ++counts->tlbi_va, Cpu::tlbi_vaae1is(op); }
-  void tlbi_vaale1is(ptkit::u64 op) const { ++counts->tlbi_va_leaf, Cpu::tlbi_vaale1is(op); }
-  void tlbi_aside1is(ptkit::u16 asid) const { ++counts->tlbi_asid, Cpu::tlbi_aside1is(asid); }
-  void tlbi_vmalle1is() const { ++counts->tlbi_vmalle1, Cpu::tlbi_vmalle1is(); }
+  void dsb_ishst() const {
+    ++counts->dsb;
+    Cpu::dsb_ishst();
+  }
+  void dsb_ish() const {
+    ++counts->dsb;
+    Cpu::dsb_ish();
+  }
+  void isb() const {
+    ++counts->isb;
+    Cpu::isb();
+  }
+  void tlbi_vae1is(ptkit::u64 op) const {
+    ++counts->tlbi_va;
+    Cpu::tlbi_vae1is(op);
+  }
+  void tlbi_vale1is(ptkit::u64 op) const {
+    ++counts->tlbi_va_leaf;
+    Cpu::tlbi_vale1is(op);
+  }
+  void tlbi_vaae1is(ptkit::u64 op) const {
+    ++counts->tlbi_va;
+    Cpu::tlbi_vaae1is(op);
+  }
+  void tlbi_vaale1is(ptkit::u64 op) const {
+    ++counts->tlbi_va_leaf;
+    Cpu::tlbi_vaale1is(op);
+  }
+  void tlbi_aside1is(ptkit::u16 asid) const {
+    ++counts->tlbi_asid;
+    Cpu::tlbi_aside1is(asid);
+  }
+  void tlbi_vmalle1is() const {
+    ++counts->tlbi_vmalle1;
+    Cpu::tlbi_vmalle1is();
+  }
 };
 static_assert(ptkit::aarch64::TlbiOps<CountingOps>);
 
