@@ -14,6 +14,7 @@
 namespace ptkit::tool {
 
 MemoryImage BuildResult::image() const {
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the tables' bytes
   return MemoryImage::raw(reinterpret_cast<const unsigned char*>(area.data()), area.size() * 8,
                           base, "table area");
 }
@@ -160,6 +161,7 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
   out.area.assign(layout.table_size / 8, 0);
   // The one place host memory stands for physical memory: the table area's
   // physical base maps to the buffer (offset arithmetic wraps, as intended).
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): an address, as the core wants
   OffsetAccess access{reinterpret_cast<u64>(out.area.data()) - layout.table_base};
   BumpAllocator alloc(PhysAddr(layout.table_base), layout.table_size / page, page);
   using Space = AddressSpace<P, OffsetAccess, BumpAllocator&, PlainWriter, CountingSink>;
@@ -173,7 +175,7 @@ void build_with(const P& paging, const Layout& layout, BuildResult& out,
     const MapSpec& m = layout.maps[i];
     const u64 va = vas[i];
     const std::string what = fmt::format("map '{}'", m.name);
-    MemType mem;
+    MemType mem{};
     if (!mem_type_for(m.mem, f, mem))
       fail_at(m.where, fmt::format("{}: 'mem' must be wb, wt, wc, wp, uc-, uc or device, got "
                                    "\"{}\"",
@@ -281,9 +283,9 @@ BuildResult build_layout(const Layout& layout, const std::optional<std::string>&
   std::vector<u64> vas;
   for (const MapSpec& m : layout.maps) vas.push_back(resolve_va(m, out.format));
   if (out.format.is_aarch64()) {
-    const bool upper = vas.front() >> 63;
+    const bool upper = (vas.front() >> 63) != 0;
     for (std::size_t i = 0; i < vas.size(); ++i) {
-      if ((vas[i] >> 63) != upper) {
+      if (((vas[i] >> 63) != 0) != upper) {
         fail_at(layout.maps[i].where,
                 fmt::format("map '{}' at va {:#x} is in the {} half but map '{}' in the {}: an "
                             "AArch64 root covers one half (TTBR0 or TTBR1); split the layout",
@@ -308,6 +310,8 @@ nlohmann::ordered_json build_json(const BuildResult& b) {
   j["root"] = hex(b.root);
   u64 tables = 0;
   nlohmann::ordered_json per_level = nlohmann::ordered_json::object();
+  // Root level first. (std::views::reverse: clang 14 cannot use libstdc++ 12's ranges.)
+  // NOLINTNEXTLINE(modernize-loop-convert)
   for (auto it = b.walk.tables_per_level.rbegin(); it != b.walk.tables_per_level.rend(); ++it) {
     per_level[f.level_name(it->first)] = it->second;
     tables += it->second;
@@ -355,7 +359,7 @@ namespace {
 /// UsageError (the --out path is the user's) when that fails, with nothing
 /// left behind.
 std::string write_temp(const std::string& path, const char* bytes, std::size_t n) {
-  const std::string temp = path + ".ptkit-tmp";
+  std::string temp = path + ".ptkit-tmp";
   std::ofstream f(temp, std::ios::binary | std::ios::trunc);
   f.write(bytes, std::streamsize(n));
   f.close();
@@ -487,6 +491,7 @@ void write_out(const BuildResult& b, const std::string& file) {
   const std::string side = j.dump(2) + "\n";
   const std::string header = header_text(b, file, entries);
   const std::pair<std::string, std::string_view> outputs[] = {
+      // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the tables' bytes
       {file, {reinterpret_cast<const char*>(b.area.data()), b.used_bytes}},
       {file + ".json", side},
       {file + ".h", header},

@@ -125,7 +125,7 @@ class Walker {
     if (loaded_.insert(pa).second) {
       out_.tables.push_back({pa, bytes});
       for (u64 k = 0; k < bytes; k += 8) {
-        u64 word;
+        u64 word = 0;
         std::memcpy(&word, seg->data + offset + k, 8);
         sim_.write64(pa + k, word);
       }

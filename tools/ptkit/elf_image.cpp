@@ -54,7 +54,8 @@ bool is_elf(const unsigned char* data, u64 size) {
 
 ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file, ElfType type) {
   auto fail = [&](const std::string& msg) -> InputError {
-    return InputError(fmt::format("{}: {}", file, msg));
+    return InputError(  // NOLINT(modernize-return-braced-init-list): the constructor is explicit
+        fmt::format("{}: {}", file, msg));
   };
   // The identification bytes first, by hand: libelf's own messages do not
   // say where the file went wrong.
@@ -140,9 +141,9 @@ ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file, 
     s.memsz = ph.p_memsz;
     s.offset = ph.p_offset;
     s.align = ph.p_align;
-    s.read = ph.p_flags & PF_R;
-    s.write = ph.p_flags & PF_W;
-    s.exec = ph.p_flags & PF_X;
+    s.read = (ph.p_flags & PF_R) != 0;
+    s.write = (ph.p_flags & PF_W) != 0;
+    s.exec = (ph.p_flags & PF_X) != 0;
     img.segments.push_back(s);
   }
   if (img.segments.empty()) throw fail("no PT_LOAD segment with a size: nothing to map");
@@ -150,7 +151,8 @@ ElfImage read_elf(const unsigned char* data, u64 size, const std::string& file, 
 
   // Section names, for people only: a file without (readable) section
   // headers still loads, so problems here are not errors.
-  std::size_t shnum = 0, shstrndx = 0;
+  std::size_t shnum = 0;
+  std::size_t shstrndx = 0;
   if (eh.e_shoff != 0 && elf_getshdrnum(elf.get(), &shnum) == 0 &&
       eh.e_shentsize == sizeof(Elf64_Shdr) && fits(eh.e_shoff, shnum, sizeof(Elf64_Shdr), size) &&
       shnum <= 65536 && elf_getshdrstrndx(elf.get(), &shstrndx) == 0) {

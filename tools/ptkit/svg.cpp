@@ -47,20 +47,21 @@ const char* fill_for(bool r, bool w, bool x) {
 
 /// Band height grows with the leaf size: 4K pages are thin, 1G leaves thick.
 int height_for(u64 leaf_size) {
-  const int log = std::bit_width(leaf_size) - 1;  // 12 for 4K, 21 for 2M, 30 for 1G
+  const int log =
+      static_cast<int>(std::bit_width(leaf_size)) - 1;  // 12 for 4K, 21 for 2M, 30 for 1G
   return std::clamp(10 + (log - 12) / 3 * 2, 10, 28);
 }
 
 /// Bar length on a log scale: a 4K range is short, 2^64 bytes is kBarMax.
 int bar_for(u64 size) {
-  const int log = std::bit_width(size) - 1;
+  const int log = static_cast<int>(std::bit_width(size)) - 1;
   return std::max(4, (log - 10) * kBarMax / 54);
 }
 
 /// A size for people, rounded: "1.5G", "122T" (gaps are rarely exact).
 std::string approx_size(u64 bytes) {
   static constexpr const char* kUnits[] = {"", "K", "M", "G", "T", "P", "E"};
-  double v = static_cast<double>(bytes);
+  auto v = static_cast<double>(bytes);
   unsigned unit = 0;
   while (v >= 1024 && unit < 6) {
     v /= 1024;

@@ -11,12 +11,14 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace ptkit::tool;
-  const char* bytes = reinterpret_cast<const char*>(data);
-  const std::string_view all(bytes, size);
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the input's bytes as text
+  const std::string_view all(reinterpret_cast<const char*>(data), size);
   const std::size_t eol = all.find('\n');
   if (eol == std::string_view::npos || eol > 100) return 0;
   std::istringstream head{std::string(all.substr(0, eol))};
-  std::string name, root_text, base_text;
+  std::string name;
+  std::string root_text;
+  std::string base_text;
   head >> name >> root_text >> base_text;
   try {
     const Format format = Format::from_name(name, root_text.size() % 2 == 1);

@@ -9,6 +9,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace ptkit::tool;
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the input's bytes as text
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
     const Layout layout = parse_layout_text(text, "fuzz.toml");
