@@ -15,6 +15,7 @@ packages=(
   grub-pc-bin grub-common xorriso mtools  # boot/: the x86-64 kernel booted by GRUB from an ISO
   qemu-system-arm gcc-aarch64-linux-gnu g++-aarch64-linux-gnu      # boot/: AArch64 test kernels
   qemu-system-misc gcc-riscv64-linux-gnu g++-riscv64-linux-gnu     # boot/: RISC-V test kernels
+  xen-hypervisor-4.17-amd64  # boot/: the Xen PV guest, booted as dom0 of a real Xen under QEMU
 )
 
 # One dpkg-query for all packages; those not installed (or unknown) are missing.
