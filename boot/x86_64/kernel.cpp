@@ -2,8 +2,8 @@
 // stub's identity map, it builds its own tables with ptkit (4-level or, when
 // the stub enabled LA57, 5-level), switches to them, runs every check, and
 // exits QEMU through isa-debug-exit: pass only if every check passed. With
-// `hold` on the command line it prints its address space and halts instead
-// (space_report.hpp).
+// `hold` on the command line it adds a few leaves, prints its address space
+// and halts instead (space_report.hpp).
 #include "check.hpp"
 #include "checks_demand.hpp"
 #include "checks_paging.hpp"
@@ -76,7 +76,10 @@ void run(const Machine& m) {
   serial::dec(counts.global_flushes);
   serial::write("\n");
   // Last: the checks have changed the tables for the last time.
-  if (m.hold) report_space(space, v);
+  if (m.hold) {
+    map_for_dump(space, v);
+    report_space(space, v);
+  }
 }
 
 }  // namespace

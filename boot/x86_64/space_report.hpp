@@ -2,7 +2,8 @@
 // tests/qemu/dump_guest_memory.sh (`-append hold`): the script dumps the
 // guest's memory from QEMU's monitor and checks that `ptkit dump`, whose
 // walker is the simulator's and shares no code with the core's, reads the
-// same translation from the tables in RAM.
+// same translation from the tables in RAM. Before it prints, the kernel maps
+// a few leaves of kinds its checks leave none of (map_for_dump).
 //
 // One line per range of leaves that continue one another (the next virtual
 // and physical address, the same attributes), in address order, as ptkit's
@@ -38,6 +39,46 @@ inline const char* mem_name(MemType m) {
     case MemType::Device: return "device";
   }
   return "?";
+}
+
+/// Under `hold`, before the report: leaves of kinds the checks leave none of,
+/// so that the dump compares them too: a 1G leaf, user pages (executable,
+/// writable, read-only), each memory type of the default PAT layout, a
+/// writable and executable page, and a user page in the upper half. The
+/// random phase's window is free again by now; the upper-half page goes just
+/// below the direct map. The audit must report the W+X page (`wx`), the user
+/// page in the upper half (`user-kernel`) and the 1G leaf, which maps the
+/// tables writable (`writable-table`); the script predicts each from the
+/// `map` lines.
+template <class Format>
+void map_for_dump(Space<Format>& space, const VirtualLayout& v) {
+  struct Leaf {
+    u64 va, size, pa;
+    Attrs attrs;
+  };
+  constexpr Perm kUser = Perm::User;
+  const u64 w = v.random_window;
+  const u64 page = w + GiB + 4 * MiB;
+  const Leaf leaves[] = {
+      {w, GiB, 0, {ptkit::RW, MemType::WriteBack, false}},
+      {w + GiB, 2 * MiB, 64 * MiB, {ptkit::RX | kUser, MemType::WriteThrough, false}},
+      {w + GiB + 2 * MiB, 2 * MiB, 66 * MiB, {ptkit::RW | kUser, MemType::UncachedMinus, false}},
+      {page, 4 * KiB, 68 * MiB, {ptkit::RWX, MemType::Uncached, false}},
+      {page + 4 * KiB, 4 * KiB, 68 * MiB + 4 * KiB, {Perm::R | kUser, MemType::WriteBack, false}},
+      {page + 8 * KiB, 4 * KiB, 68 * MiB + 8 * KiB, {ptkit::RW, MemType::WriteThrough, true}},
+      {v.direct_map - 2 * MiB,
+       4 * KiB,
+       68 * MiB + 12 * KiB,
+       {Perm::R | kUser, MemType::WriteBack, false}},
+  };
+  Check c("dump-leaves");
+  for (const Leaf& l : leaves) {
+    auto done = space.map(VirtAddr(l.va), PhysAddr(l.pa), l.size, l.attrs);
+    if (!c.expect_ok(done, "map")) return;
+    auto q = space.query(VirtAddr(l.va));
+    c.expect(q.ok() && q->size == l.size && q->attrs == l.attrs, "one leaf as mapped", l.va,
+             l.size);
+  }
 }
 
 /// Prints one `map` line per range of `space`, then the root and the direct
