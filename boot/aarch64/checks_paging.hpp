@@ -201,6 +201,7 @@ class PagingChecks {
     auto done = s_.protect(VirtAddr(va), page_, ptkit::AttrChange{Perm::None, Perm::W});
     if (!c.expect_ok(done, "protect")) return;
     c.expect(s_.sink().counts().tlbi_va_leaf == before + 1, "one last-level TLBI");
+    c.expect(done->stats.invalidations == 1, "as ptkit reported", done->stats.invalidations);
     write_fault(c, va, "write: permission fault");
     reads(c, va, 0xabcd, "still readable, unchanged");
     c.expect_ok(s_.protect(VirtAddr(va), page_, ptkit::AttrChange{Perm::W, Perm::None}),
@@ -218,8 +219,12 @@ class PagingChecks {
     const trap::Probe x = trap::exec(va);
     c.expect(x.instruction_abort(va, FaultKind::Permission), "fetch: permission fault", x.fault.far,
              x.fault.esr);
+    const u64 before = s_.sink().counts().tlbis();
     auto done = s_.protect(VirtAddr(va), page_, ptkit::AttrChange{Perm::X, Perm::W});
     if (!c.expect_ok(done, "protect +X -W")) return;
+    c.expect(done->stats.invalidations == s_.sink().counts().tlbis() - before,
+             "the sink issued the TLBIs ptkit reported", done->stats.invalidations,
+             s_.sink().counts().tlbis() - before);
     c.expect(!trap::exec(va).faulted, "executes after +X");
     write_fault(c, va, "and is read-only");
   }

@@ -58,6 +58,7 @@ class RandomPhase {
       if (first + len > kWindowPages) len = kWindowPages - first;
       const VirtAddr va(base(first));
       const u64 size = len * kPage;
+      const TlbCounts before = s_.sink().counts();
       ptkit::Result<ptkit::Outcome> done = ptkit::Failure{};
       switch (rng_.below(3)) {
         case 0: {
@@ -99,6 +100,15 @@ class RandomPhase {
       }
       if (!c.expect_ok(done, "operation")) break;
       add(done->stats);
+      // The sink did exactly the TLB work ptkit reported.
+      const TlbCounts& after = s_.sink().counts();
+      c.expect(after.tlbi_va + after.tlbi_va_leaf - before.tlbi_va - before.tlbi_va_leaf ==
+                   done->stats.invalidations,
+               "TLBIs by address as reported", done->stats.invalidations,
+               after.tlbi_va + after.tlbi_va_leaf - before.tlbi_va - before.tlbi_va_leaf);
+      c.expect(after.tlbi_asid + after.tlbi_vmalle1 - before.tlbi_asid - before.tlbi_vmalle1 ==
+                   done->stats.full_flushes,
+               "full flushes as reported", done->stats.full_flushes);
       // The pages changed, their neighbours, and a few anywhere.
       const unsigned lo = first == 0 ? 0 : first - 1;
       const unsigned hi = first + len < kWindowPages ? first + len : kWindowPages - 1;
