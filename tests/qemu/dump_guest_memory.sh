@@ -169,11 +169,13 @@ kernel_lines=$(grep -c '^map ' "$log")
 # is either `---` or equal to `perms`; anything else is kept as it is and shows
 # as a mismatch. So does a `note` (a leaf whose translation faults, or whose
 # own bits differ from the rights the whole walk gives): the kernel has none.
+t=${EPOCHREALTIME/./}
 "$ptkit" dump "$core" --root "$root" --format "$format" --json >"$work/core.json" \
   2>"$work/core.err"
 status=$?
 ((status == 0)) || fail "ptkit dump of the core exited ${status}: $(cat "$work/core.err")"
 [[ -s $work/core.err ]] && fail "ptkit dump warned: $(cat "$work/core.err")"
+dump_ms=$(ms_since "$t")
 declare -A j=()
 while IFS= read -r line; do
   if [[ $line =~ ^\ *\"([a-z_]+)\":\ (.*)$ ]]; then
@@ -240,9 +242,11 @@ grep '^map ' "$log" | while read -r _ k_va k_size k_pa k_perms k_user _; do
     echo "$k_va $k_size $k_va writable-table"
   fi
 done | canonical >"$work/audit.expected"
+t=${EPOCHREALTIME/./}
 "$ptkit" dump "$core" --root "$root" --format "$format" --audit --direct-map "$direct_map" \
   >"$work/audit.txt" 2>&1
 status=$?
+audit_ms=$(ms_since "$t")
 echo "---- ptkit dump --audit --direct-map ${direct_map} (exit ${status})"
 cat "$work/audit.txt"
 ((status == 0 || status == 3)) || fail "ptkit dump --audit exited ${status}"
@@ -263,6 +267,7 @@ echo "audit: the $(wc -l <"$work/audit.found") findings predicted"
 
 # ---- 3. Raw memory -----------------------------------------------------------
 
+t=${EPOCHREALTIME/./}
 "$ptkit" dump "$raw" --base "$tables_start" --root "$root" --format "$format" --json \
   >"$work/raw.json" 2>"$work/raw.err"
 status=$?
@@ -272,4 +277,6 @@ if ! cmp -s "$work/core.json" "$work/raw.json"; then
   fail "the raw tables (pmemsave) dump differently from the core"
 fi
 echo "raw tables (pmemsave ${tables_start}-${tables_end}): the same ${tool_ranges} ranges"
-echo "PASS ($(ms_since "$start") ms)"
+raw_ms=$(ms_since "$t")
+echo "PASS ($(ms_since "$start") ms: boot ${ready_ms}, dump and quit $((dumped_ms - ready_ms)),"\
+  "ptkit dump of the core ${dump_ms}, --audit ${audit_ms}, of the raw tables ${raw_ms})"
