@@ -16,6 +16,10 @@ if (($# < 4)) || [[ $3 != -- ]]; then
 fi
 expected=$1 required=$2
 shift 3
+if [[ ! -r $expected ]]; then
+  echo "cannot read the expected checks file '$expected'" >&2
+  exit 2
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
