@@ -117,6 +117,10 @@ inline int set_trap_table(const TrapInfo* table) {
 /// The ptkit writer's hypercall: mmu_update for DOMID_SELF, with Xen's count
 /// of applied requests.
 struct MmuUpdateCall {
+  int mmu_update(const ptkit::xen::MmuUpdate* reqs, unsigned count) {
+    unsigned done = 0;
+    return xen::mmu_update(reqs, count, &done);
+  }
   int mmu_update(const ptkit::xen::MmuUpdate* reqs, unsigned count, unsigned* done) {
     return xen::mmu_update(reqs, count, done);
   }
