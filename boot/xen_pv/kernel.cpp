@@ -138,6 +138,12 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     serial::write(" mfn_list ");
     serial::hex(si->mfn_list);
     serial::write("\n");
+    // The command line names the loader (the test's argument: "qemu" or
+    // "grub"), which the runner requires as a line.
+    serial::write("info loader ");
+    for (unsigned k = 0; k < sizeof(si->cmd_line) && si->cmd_line[k] != 0; ++k)
+      serial::put(si->cmd_line[k]);
+    serial::write("\n");
     if (c.failed()) finish();
     pt_base = si->pt_base - kVirtBase;
     nr_pt_frames = si->nr_pt_frames;
