@@ -6,6 +6,7 @@
 #include "check.hpp"
 #include "kernel_space.hpp"
 #include "machine.hpp"
+#include "random_phase.hpp"
 #include "serial.hpp"
 #include "xen.hpp"
 
@@ -401,6 +402,16 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
       c.expect(probe_read(reinterpret_cast<const volatile u64*>(hole.value()), &v),
                "the refused entry stayed invalid");
     }
+  }
+  {
+    // 4 MiB of tagged memory from 16 MiB (past Xen's bootstrap area), a
+    // window of four L1s' worth.
+    RandomPhase::Config config;
+    config.seed = 0x9e3779b9;
+    config.window = kRandomWindow;
+    config.phys = u64{16} << 20;
+    config.phys_pages = 1024;
+    RandomPhase(space, config).run();
   }
   serial::write("info ");
   serial::dec(space.writer().requests());

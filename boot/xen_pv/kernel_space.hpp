@@ -23,6 +23,8 @@ inline constexpr u64 kVirtBase = 0xffffffff80000000;
 inline constexpr u64 kDirectBase = 0xffff888000000000;
 /// A window for the read-back, fault and refusal checks.
 inline constexpr u64 kWindow = 0xffffc90000000000;
+/// The randomized phase's window (random_phase.hpp).
+inline constexpr u64 kRandomWindow = 0xffffc90040000000;
 
 inline constexpr unsigned kPoolPages = 96;
 inline constexpr u64 kMaxPages = 16384;  // dom0_mem=64M
