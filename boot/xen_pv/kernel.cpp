@@ -413,6 +413,27 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     config.phys_pages = 1024;
     RandomPhase(space, config).run();
   }
+  {
+    // Last, because it leaves the space broken: a plain map() of a table
+    // page writable is not stopped by ptkit (only map_direct guards its
+    // read-only ranges); Xen refuses the request with -EBUSY and the writer
+    // records it, with the request it refused.
+    Check c("writer-records-refusal");
+    const u64 hypercalls = space.writer().hypercalls();
+    const VirtAddr va(kWindow + 50 * kPage);
+    auto r = space.map(va, space.root(), kPage, rw, page_map);
+    c.expect_ok(r, "map (the engine's view)");
+    c.expect(space.writer().hypercalls() > hypercalls, "requests sent");
+    c.expect(space.writer().failed(), "writer: failed()");
+    const ptkit::xen::UpdateFailure& f = space.writer().failure();
+    print_failure(f);
+    c.expect(f.rc == kEbusy, "rc -EBUSY", static_cast<u64>(f.rc));
+    c.expect((f.request.val & 0x000F'FFFF'FFFF'F000) == Translation{}.to_machine(space.root()),
+             "the refused request maps the root", f.request.val);
+    u64 v = 0;
+    c.expect(probe_read(reinterpret_cast<const volatile u64*>(va.value()), &v),
+             "the refused entry stayed invalid");
+  }
   serial::write("info ");
   serial::dec(space.writer().requests());
   serial::write(" mmu_update requests in ");
