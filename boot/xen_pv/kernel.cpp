@@ -256,6 +256,16 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
       auto r = space.map(VirtAddr(reinterpret_cast<u64>(p.lo)), PhysAddr(pa_of(p.lo)),
                          static_cast<u64>(p.hi - p.lo), a, mo);
       if (!c.expect_ok(r, "map image section")) break;
+      // Read back through ptkit: Xen adds U to every PTE of a 64-bit PV
+      // guest (its kernel runs in ring 3), the rest is as asked.
+      for (const char* at = p.lo; at < p.hi; at += kPage) {
+        auto q = space.query(VirtAddr(reinterpret_cast<u64>(at)));
+        if (!c.expect_ok(q, "query image page")) break;
+        if (!c.expect(q->pa.value() == pa_of(at) && (q->attrs.perm & ~Perm::User) == p.perm,
+                      "image page translation and permissions", pa_of(at),
+                      static_cast<u64>(q->attrs.perm)))
+          break;
+      }
     }
     c.expect(!space.writer().failed(), "every mmu_update accepted");
     if (space.writer().failed()) print_failure(space.writer().failure());
