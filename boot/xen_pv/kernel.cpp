@@ -125,7 +125,7 @@ void print_failure(const ptkit::xen::UpdateFailure& f) {
 extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
   using namespace kernel;
   serial::write("ptkit xen pv guest\n");
-  u64 pt_base = 0, nr_pt_frames = 0;
+  u64 pt_base = 0, nr_pt_frames = 0, shared_info = 0;
   {
     Check c("start-info");
     c.expect(starts_with(si->magic, "xen-3.0-x86_64"), "magic xen-3.0-x86_64");
@@ -148,6 +148,7 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     if (c.failed()) finish();
     pt_base = si->pt_base - kVirtBase;
     nr_pt_frames = si->nr_pt_frames;
+    shared_info = si->shared_info;
   }
   {
     // The P2M, copied out of Xen's bootstrap area, agrees with Xen's M2P.
@@ -327,6 +328,26 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     c.expect(!space.writer().failed(), "every mmu_update accepted");
   }
   {
+    // The shared info page (a Xen frame outside the P2M, so not ptkit's to
+    // map) at the window's last slot, through a raw mmu_update into ptkit's
+    // L1 there: vcpu 0's CR2 for the fault checks. Xen starts the guest with
+    // event upcalls masked.
+    Check c("shared-info");
+    const u64 va = kWindow + 511 * kPage;
+    PhysAddr l1;
+    unsigned index = 0;
+    if (c.expect(table_of(space, VirtAddr(va), 0, &l1, &index), "the window's L1")) {
+      const u64 pte = shared_info | ptkit::x86::kPresent | ptkit::x86::kReadWrite |
+                      ptkit::x86::kAccessed | ptkit::x86::kDirty | (u64{1} << 63);
+      const int rc = raw_update(l1, index, pte);
+      if (c.expect(rc == 0, "mmu_update of the shared info PTE", static_cast<u64>(rc))) {
+        const auto* page = reinterpret_cast<const volatile u8*>(va);
+        c.expect(page[kVcpu0UpcallMask] == 1, "vcpu 0 upcalls masked", page[kVcpu0UpcallMask]);
+        g_cr2 = reinterpret_cast<const volatile u64*>(va + kVcpu0Cr2);
+      }
+    }
+  }
+  {
     // A write to .rodata faults with P|W: the image's section permissions.
     Check c("ro-write-fault");
     static const u64 constant = 0x5eed;
@@ -334,11 +355,14 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     c.expect(probe_write(p, 1), "write to .rodata faulted");
     c.expect((fault_error & (kPfPresent | kPfWrite)) == (kPfPresent | kPfWrite), "error code P|W",
              fault_error);
+    c.expect(g_cr2 != nullptr && *g_cr2 == reinterpret_cast<u64>(p), "cr2", g_cr2 ? *g_cr2 : 0);
     c.expect(*p == 0x5eed, ".rodata unchanged", *p);
     u64 v = 0;
     c.expect(!probe_read(p, &v) && v == 0x5eed, "read of .rodata");
-    c.expect(probe_write(reinterpret_cast<volatile u64*>(kDirectBase + pa_of(g_table_pool)), 1),
+    const u64 table_va = kDirectBase + pa_of(g_table_pool);
+    c.expect(probe_write(reinterpret_cast<volatile u64*>(table_va), 1),
              "write to a table page through the direct map faulted");
+    c.expect(g_cr2 != nullptr && *g_cr2 == table_va, "cr2 of the table write", g_cr2 ? *g_cr2 : 0);
   }
   {
     // Unmapped, a window page faults not-present; the data stays in memory.
@@ -350,6 +374,7 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     c.expect_ok(r, "unmap");
     c.expect(probe_read(p, &v), "unmapped: read faulted");
     c.expect((fault_error & kPfPresent) == 0, "error code not-present", fault_error);
+    c.expect(g_cr2 != nullptr && *g_cr2 == kWindow, "cr2", g_cr2 ? *g_cr2 : 0);
     auto q = space.query(VirtAddr(kWindow));
     c.expect(!q.ok() && q.failure().error == ptkit::Error::NotMapped, "query: not mapped");
     c.expect(*reinterpret_cast<volatile u64*>(kDirectBase + tagged[0]) ==

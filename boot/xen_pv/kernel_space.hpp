@@ -39,6 +39,14 @@ inline u64 g_nr_pages = 0;
 /// guest reads before the switch), kDirectBase on the guest's own.
 inline u64 g_memory_offset = kVirtBase;
 
+/// The faulting address of the last page fault: vcpu_info[0].arch.cr2 in
+/// the shared info page (xen.h; a PV guest's exception frame has no CR2),
+/// once the guest mapped that page (check shared-info); nullptr before.
+inline const volatile u64* g_cr2 = nullptr;
+/// Offsets in the shared info page (vcpu_info[0], arch-x86/xen.h).
+inline constexpr u64 kVcpu0UpcallMask = 1;
+inline constexpr u64 kVcpu0Cr2 = 16;
+
 /// P2M / M2P (xen_pv.hpp's MachineTranslation).
 struct Translation {
   [[nodiscard]] u64 to_machine(PhysAddr pa) const {

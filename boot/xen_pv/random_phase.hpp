@@ -15,8 +15,8 @@
 // access that should have faulted or read another page.
 //
 // Faults are classified by the page-fault error code (P, W, I/D: SDM vol. 3A
-// §4.7); Xen does not put CR2 in the frame (it is in the shared info page,
-// which this guest does not map), so the address is not compared.
+// §4.7) and must be at exactly the probed address (CR2 from the shared info
+// page, g_cr2).
 #pragma once
 
 #include "check.hpp"
@@ -256,9 +256,10 @@ class RandomPhase {
   enum class Outcome : ptkit::u8 { Done, NotPresent, Denied, Other };
   static constexpr u64 kPfPresent = 1, kPfWrite = 2, kPfFetch = 0x10;
 
-  static Outcome classify(bool faulted, u64 kind) {
+  static Outcome classify(bool faulted, u64 kind, u64 va) {
     if (!faulted) return Outcome::Done;
     if ((fault_error & (kPfWrite | kPfFetch)) != kind) return Outcome::Other;
+    if (g_cr2 != nullptr && *g_cr2 != va) return Outcome::Other;
     return (fault_error & kPfPresent) != 0 ? Outcome::Denied : Outcome::NotPresent;
   }
   static Outcome read(u64 va, u64* value) {
@@ -274,7 +275,7 @@ class RandomPhase {
         : [p] "r"(va)
         : "rax", "memory");
     *value = v;
-    return classify(fault_count != before, 0);
+    return classify(fault_count != before, 0, va);
   }
   static Outcome write(u64 va, u64 value) {
     const u64 before = fault_count;
@@ -287,7 +288,7 @@ class RandomPhase {
         :
         : [p] "r"(va), [v] "r"(value)
         : "rax", "memory");
-    return classify(fault_count != before, kPfWrite);
+    return classify(fault_count != before, kPfWrite, va);
   }
   /// Calls `va`, where a `ret` sits. A fault resumes at 2:, with the return
   /// address the call pushed still on the stack.
@@ -305,7 +306,7 @@ class RandomPhase {
         :
         : [p] "r"(va)
         : "rax", "memory", "cc");
-    return classify(fault_count != before, kPfFetch);
+    return classify(fault_count != before, kPfFetch, va);
   }
 
   bool tagged(u64 pa) const { return pa - cfg_.phys < cfg_.phys_pages * kPage; }
