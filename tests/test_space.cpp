@@ -748,6 +748,285 @@ TYPED_TEST(SpaceTest, ContiguousHintCoversWholeAlignedRunsOnly) {
   }
 }
 
+// ---- The raw fast paths -------------------------------------------------------------
+//
+// protect() rewrites runs of leaves by an and/or mask on their raw values and
+// walk_ranges() extends ranges over raw values, where the format describes its
+// leaves' layout (LeafStep::address and kept). Both must give exactly what the
+// general path gives, which decodes, changes and encodes every entry: the same
+// format with its layout hidden is that general path.
+
+/// `Inner` with its raw layout hidden: every leaf is decoded.
+template <class Inner>
+struct NoRawLayout : Inner {
+  explicit NoRawLayout(const Inner& inner) : Inner(inner) {}
+  [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool contiguous) const {
+    LeafStep step{};
+    if constexpr (requires(const Inner& f) { f.leaf_step(level, contiguous); })
+      step = Inner::leaf_step(level, contiguous);
+    step.address = 0;
+    step.kept = 0;
+    return step;
+  }
+};
+
+template <class Config>
+struct GeneralPath {
+  using Format = NoRawLayout<typename Config::Format>;
+  static std::string trace_format() { return Config::trace_format(); }
+  static std::vector<std::string> trace_features() { return Config::trace_features(); }
+  static Format make() { return Format(Config::make()); }
+};
+
+template <class Config>
+class RawPathTest : public ::testing::Test {};
+TYPED_TEST_SUITE(RawPathTest, AllFormats);
+
+/// The slot of the leaf translating `va` (nullptr where none), and its level.
+template <class Fx>
+std::pair<u64*, unsigned> leaf_slot(Fx& fx, u64 va) {
+  auto& s = fx.s();
+  const auto& f = s.format();
+  PhysAddr table = s.root();
+  for (unsigned level = f.levels(); level-- > 0;) {
+    const u64 index = (va / s.leaf_size(level)) % s.entries(level);
+    u64* slot = fx.memory.table(table) + index;
+    const Entry e = f.decode(*slot, level);
+    if (!e.valid()) return {nullptr, 0};
+    if (e.is_leaf()) return {slot, level};
+    table = e.pa;
+  }
+  return {nullptr, 0};
+}
+
+/// walk()'s leaves, coalesced as walk_ranges() promises.
+template <class Space>
+std::vector<MappedRange> coalesced_leaves(Space& s, u64 va, u64 size) {
+  std::vector<MappedRange> out;
+  EXPECT_TRUE(s.walk(VirtAddr(va), size, [&](const Mapping& m) {
+                 if (!out.empty()) {
+                   MappedRange& b = out.back();
+                   if (b.va.value() + b.size == m.va.value() &&
+                       b.pa.value() + b.size == m.pa.value() && b.attrs == m.attrs) {
+                     b.size += m.size;
+                     return true;
+                   }
+                 }
+                 out.push_back(MappedRange{m.va, m.pa, m.size, m.attrs});
+                 return true;
+               }).ok());
+  return out;
+}
+
+template <class Space>
+std::vector<MappedRange> ranges_of(Space& s, u64 va, u64 size, u64 stop_after = ~u64{0}) {
+  std::vector<MappedRange> out;
+  EXPECT_TRUE(s.walk_ranges(VirtAddr(va), size, [&](const MappedRange& r) {
+                 out.push_back(r);
+                 return out.size() < stop_after;
+               }).ok());
+  return out;
+}
+
+std::string describe_events(const std::vector<Event>& events) {
+  std::string out;
+  for (const Event& e : events) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%d %#llx[%u]@%u %#llx->%#llx [%#llx..%#llx]/%u g%d t%d\n",
+                  int(e.kind), static_cast<unsigned long long>(e.site.table.value()), e.site.index,
+                  e.site.level, static_cast<unsigned long long>(e.old_raw),
+                  static_cast<unsigned long long>(e.new_raw),
+                  static_cast<unsigned long long>(e.range.first.value()),
+                  static_cast<unsigned long long>(e.range.last.value()), e.range.stride_shift,
+                  int(e.global || e.range.global), int(e.range.tables));
+    out += buf;
+  }
+  return out;
+}
+
+// Random layouts (mixed leaf sizes, the contiguous hint where the format has
+// one, kept bits set by "hardware", runs whose entries hold the wrong
+// address), then random protects, each done on the real format and on the
+// same format with its layout hidden: the tables, the stats, every store and
+// every invalidation must be the same. Every few operations, walk_ranges()
+// on random ranges must equal walk()'s leaves coalesced, on both.
+TYPED_TEST(RawPathTest, FastPathsEqualTheGeneralPathOnRandomLayouts) {
+  const u64 seed = test_seed();
+  std::printf("PTKIT_SEED=%llu (set it to replay)\n", static_cast<unsigned long long>(seed));
+  this->RecordProperty("seed", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
+
+  Fixture<TypeParam> fast(2048);
+  Fixture<GeneralPath<TypeParam>> general(2048);
+  const auto& f = fast.s().format();
+  const u64 P = fast.page(), B = fast.block();
+  const u64 window = 4 * B, lo = fast.va_base();
+  const u64 pa_base = u64{1} << 32;
+  const std::vector<Attrs> attrs = fast.expressible(
+      {Attrs{RW, MemType::WriteBack, false}, Attrs{RW, MemType::WriteBack, true},
+       Attrs{Perm::R, MemType::WriteBack, false}, Attrs{RWX, MemType::WriteBack, true},
+       Attrs{RW | Perm::User, MemType::WriteBack, false}, Attrs{Perm::X, MemType::WriteBack, false},
+       Attrs{RW, MemType::Uncached, false}, Attrs{RW, MemType::Device, false},
+       Attrs{RW, MemType::WriteCombining, true}});
+  ASSERT_FALSE(attrs.empty());
+
+  auto same = [&](const char* what, u64 op) {
+    SCOPED_TRACE(testing::Message() << what << " " << op << ", seed " << seed);
+    ASSERT_EQ(fast.snapshot(), general.snapshot());
+    ASSERT_EQ(describe_events(fast.recorder.events), describe_events(general.recorder.events));
+    fast.recorder.events.clear();
+    general.recorder.events.clear();
+  };
+  auto check_walks = [&](u64 op) {
+    for (int k = 0; k < 4; ++k) {
+      const u64 va = lo + pick(window / P) * P;
+      const u64 size = (1 + pick((lo + window - va) / P)) * P;
+      SCOPED_TRACE(testing::Message() << "walk after op " << op << " [" << std::hex << va << " +"
+                                      << size << "], seed " << std::dec << seed);
+      const auto want = coalesced_leaves(fast.s(), va, size);
+      ASSERT_EQ(ranges_of(fast.s(), va, size), want);
+      ASSERT_EQ(ranges_of(general.s(), va, size), want);
+      if (want.size() > 1) {
+        const u64 stop = 1 + pick(want.size() - 1);
+        const auto prefix = ranges_of(fast.s(), va, size, stop);
+        ASSERT_EQ(prefix, std::vector<MappedRange>(want.begin(), want.begin() + long(stop)));
+      }
+    }
+  };
+
+  const u64 ops = scaled(300, 100);
+  u64 protects_changed = 0;
+  for (u64 op = 0; op < ops; ++op) {
+    const u64 kind = pick(10);
+    if (kind < 3) {  // map, replacing what is there
+      const u64 va = lo + pick(window / P) * P;
+      const u64 size = (1 + pick(std::min<u64>((lo + window - va) / P, 3 * fast.entries(0)))) * P;
+      const u64 pa = pa_base + (pick(2) ? (va - lo) : pick(window / P) * P);
+      MapOptions mo;
+      mo.existing = OnExisting::Replace;
+      mo.allow_split = true;
+      mo.contiguous_hint = pick(4) != 0;
+      if (pick(2)) mo.leaf_sizes = P;
+      const Attrs a = attrs[pick(attrs.size())];
+      auto r1 = fast.s().map(VirtAddr(va), PhysAddr(pa), size, a, mo);
+      auto r2 = general.s().map(VirtAddr(va), PhysAddr(pa), size, a, mo);
+      ASSERT_EQ(r1.ok(), r2.ok());
+    } else if (kind < 5) {  // what hardware or software does to leaves behind ptkit's back
+      const u64 va = lo + pick(window / P) * P;
+      const auto [slot1, level] = leaf_slot(fast, va);
+      u64* slot2 = leaf_slot(general, va).first;
+      ASSERT_EQ(slot1 == nullptr, slot2 == nullptr);
+      if (slot1 == nullptr) continue;
+      const Entry e = f.decode(*slot1, level);
+      const LeafStep step = f.leaf_step(level, e.contiguous);
+      u64 flip = 0;
+      if (pick(3) != 0) {
+        flip = rng() & step.kept;  // accessed, dirty, software bits
+      } else if (step.linear) {
+        flip = (step.delta << pick(5)) & step.address;  // another address
+      }
+      *slot1 ^= flip;
+      *slot2 ^= flip;
+    } else {  // protect
+      const u64 va = lo + pick(window / P) * P;
+      const u64 size = (1 + pick((lo + window - va) / P)) * P;
+      AttrChange change;
+      switch (pick(7)) {
+        case 0: change = AttrChange{Perm::None, Perm::W | Perm::X}; break;
+        case 1: change = AttrChange{Perm::W, Perm::None}; break;
+        case 2: change = AttrChange{Perm::X, Perm::None}; break;
+        case 3: change = AttrChange{Perm::User, Perm::X}; break;
+        case 4: change = AttrChange{Perm::None, Perm::User}; break;
+        case 5:
+          change.change_global = true;
+          change.global = pick(2) != 0;
+          break;
+        default:
+          change.change_mem = true;
+          change.mem = attrs[pick(attrs.size())].mem;
+          break;
+      }
+      ProtectOptions po;
+      po.holes = pick(4) == 0 ? OnHole::Error : OnHole::Skip;
+      po.allow_split = pick(4) != 0;
+      po.merge = pick(4) == 0;
+      if (pick(3) == 0) po.tlb = TlbMode::Defer;
+      auto r1 = fast.s().protect(VirtAddr(va), size, change, po);
+      auto r2 = general.s().protect(VirtAddr(va), size, change, po);
+      ASSERT_EQ(r1.ok(), r2.ok()) << "op " << op << ", seed " << seed;
+      if (r1.ok()) {
+        const OpStats& a = r1->stats;
+        const OpStats& b = r2->stats;
+        EXPECT_EQ(a.leaves_written, b.leaves_written) << "op " << op;
+        EXPECT_EQ(a.splits, b.splits) << "op " << op;
+        EXPECT_EQ(a.merges, b.merges) << "op " << op;
+        EXPECT_EQ(a.breaks, b.breaks) << "op " << op;
+        EXPECT_EQ(a.invalidations, b.invalidations) << "op " << op;
+        EXPECT_EQ(a.full_flushes, b.full_flushes) << "op " << op;
+        EXPECT_EQ(a.tables_needed, b.tables_needed) << "op " << op;
+        if (a.leaves_written != 0) ++protects_changed;
+        fast.s().flush(std::move(r1->token));
+        general.s().flush(std::move(r2->token));
+      } else {
+        EXPECT_EQ(r1.error(), r2.error()) << "op " << op;
+        EXPECT_EQ(r1.failure().va, r2.failure().va) << "op " << op;
+      }
+    }
+    same("op", op);
+    if (op % 16 == 15) check_walks(op);
+  }
+  check_walks(ops);
+  EXPECT_GT(protects_changed, ops / 10);  // the protects did something
+}
+
+// The benchmark's case, exactly: a large 4K-mapped range protected at once is
+// rewritten by the fast path in one invalidation range (or one full flush
+// above the threshold), each entry as the per-entry encoding gives it.
+TYPED_TEST(RawPathTest, ProtectOfManyPagesIsOneMaskedRewrite) {
+  Fixture<TypeParam> fx(256);
+  auto& s = fx.s();
+  const auto& f = s.format();
+  const u64 P = fx.page(), va = fx.va_base();
+  const u64 n = 2 * fx.entries(0) + 48;  // two whole tables and part of a third
+  const Attrs rwx = f.can_express(Attrs{RWX, MemType::WriteBack, true})
+                        ? Attrs{RWX, MemType::WriteBack, true}
+                        : Attrs{RW, MemType::WriteBack, true};
+  MapOptions mo;
+  mo.leaf_sizes = P;
+  ASSERT_TRUE(s.map(VirtAddr(va), PhysAddr(u64{1} << 32), n * P, rwx, mo).ok());
+  fx.recorder.events.clear();
+  const AttrChange change{Perm::None, Perm::W | Perm::X};
+  auto r = s.protect(VirtAddr(va), n * P, change);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stats.leaves_written, n);
+  u64 writes = 0, ranges = 0, full = 0;
+  for (const Event& e : fx.recorder.events) {
+    writes += e.kind == Event::Write;
+    ranges += e.kind == Event::Invalidate;
+    full += e.kind == Event::InvalidateAll;
+  }
+  EXPECT_EQ(writes, n);
+  EXPECT_EQ(ranges + full, 1u);
+  EXPECT_EQ(full, r->stats.full_flushes);
+  for (u64 k = 0; k < n; ++k) {
+    auto q = s.query(VirtAddr(va + k * P));
+    ASSERT_TRUE(q.ok());
+    EXPECT_EQ(q->attrs, change.applied_to(rwx)) << "page " << k;
+    EXPECT_EQ(q->pa.value(), (u64{1} << 32) + k * P);
+    auto [slot, level] = leaf_slot(fx, va + k * P);
+    ASSERT_NE(slot, nullptr);
+    const Entry e = f.decode(*slot, level);
+    Entry want = e;
+    want.pa = q->pa;
+    EXPECT_EQ(*slot, f.encode(want, level)) << "page " << k;
+  }
+  const auto ranges_now = ranges_of(s, va, n * P);
+  ASSERT_EQ(ranges_now.size(), 1u);
+  EXPECT_EQ(ranges_now[0],
+            (MappedRange{VirtAddr(va), PhysAddr(u64{1} << 32), n * P, change.applied_to(rwx)}));
+}
+
 TEST(AddressSpaceCreate, FailsCleanlyWithoutARootPage) {
   TableMemory memory(4);
   FreeList empty(memory.access());

@@ -15,12 +15,26 @@ enum class EntryKind : u8 { Invalid, Table, Leaf };
 
 /// How the raw value of a leaf advances along consecutive output addresses:
 /// with `linear`, the leaf for pa + leaf size at the same level, with the same
-/// attributes and hint, encodes as raw + `delta` (the address field is a plain
-/// shifted copy of pa that no carry can leave). The engine's bulk fill uses it
-/// to encode once per stretch of leaves instead of once per leaf.
+/// attributes, kept bits and hint, encodes as raw + `delta` (the address field
+/// is a plain shifted copy of pa that no carry can leave). The engine's bulk
+/// fill uses it to encode once per stretch of leaves instead of once per leaf.
+///
+/// With `linear`, a format may also describe the leaf's layout, which lets
+/// protect() and walk_ranges() work on raw values: `address`, the raw bits
+/// holding the output address, and `kept`, those holding Entry::kept. Every
+/// other bit of a leaf depends only on its attributes and hint: two leaves at
+/// the same level with the same attributes and hint differ only inside
+/// address | kept; a raw value that agrees with a leaf outside those bits is
+/// a leaf with the same attributes and hint, whatever it holds inside them;
+/// and encode() writes pa and kept into them and nothing else. (A leaf with
+/// the hint decodes to its run's first address; the engine checks that a run
+/// holds consecutive addresses before it relies on that.) Zero `address`:
+/// not described, the engine decodes such leaves one by one.
 struct LeafStep {
   bool linear = false;
   u64 delta = 0;
+  u64 address = 0;
+  u64 kept = 0;
 };
 
 /// A decoded descriptor, independent of the architecture.
@@ -117,10 +131,12 @@ struct ExampleFormat {
     return e.pa.value() | 1 | (e.is_leaf() ? 2 : 0);
   }
   /// Optional. How consecutive leaves at `level` (with the contiguous hint
-  /// or without) differ in their raw values; formats without this member, or
-  /// returning linear = false, are encoded leaf by leaf.
+  /// or without) differ in their raw values, and which raw bits hold the
+  /// output address and the kept bits (see LeafStep); formats without this
+  /// member, or returning linear = false, are encoded and decoded leaf by leaf.
   [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool /*contiguous*/) const {
-    return LeafStep{true, u64{1} << (12 + 9 * level)};
+    const unsigned shift = 12 + 9 * level;
+    return LeafStep{true, u64{1} << shift, ((u64{1} << 40) - 1) & ~((u64{1} << shift) - 1), 0};
   }
   /// Cheap validity test of a raw entry at `level`, used by the engine's scans.
   [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned /*level*/) const {

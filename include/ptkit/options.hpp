@@ -105,4 +105,15 @@ struct Mapping {
   u64 kept = 0;  // format-specific bits (accessed, dirty, software bits)
 };
 
+/// Consecutive leaves coalesced, as walk_ranges() reports them: virtual and
+/// output addresses both contiguous, the same attributes throughout (leaf
+/// sizes and kept bits may differ inside).
+struct MappedRange {
+  VirtAddr va;   // first address of the first leaf
+  PhysAddr pa;   // its output address
+  u64 size = 0;  // bytes the leaves map together
+  Attrs attrs;
+  constexpr bool operator==(const MappedRange&) const = default;
+};
+
 }  // namespace ptkit

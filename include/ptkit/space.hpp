@@ -176,6 +176,26 @@ class AddressSpace {
     return Ok{};
   }
 
+  /// Calls `visit(const MappedRange&)` for each maximal range of leaves that
+  /// intersect [va, va+size) and continue one another (the next virtual and
+  /// output address, the same attributes), in address order: what coalescing
+  /// walk()'s leaves gives, without a call per leaf. Where the format
+  /// describes its raw leaves (LeafStep), a leaf whose raw value is the
+  /// previous one plus the step joins the range undecoded. Ranges start and
+  /// end on leaf boundaries, which may lie outside [va, va+size). Visiting
+  /// stops early when `visit` returns false. Errors: BadSize, NonCanonical.
+  template <class Visitor>
+  Status walk_ranges(VirtAddr va, u64 size, Visitor&& visit) const {
+    const u64 lo = va.value();
+    const u64 hi = lo + (size - 1);
+    if (size == 0 || hi < lo) return Failure{Op::Walk, Error::BadSize, va, {}, kNoLevel};
+    if (!in_one_half(lo, hi)) return Failure{Op::Walk, Error::NonCanonical, va, {}, kNoLevel};
+    RangeCursor open;
+    if (ranges_in(format_.levels() - 1, root_, lo, hi, open, visit) && open.size != 0)
+      visit(static_cast<const MappedRange&>(open));
+    return Ok{};
+  }
+
  private:
   enum class Pass : u8 { Plan, Apply };
 
@@ -434,6 +454,25 @@ class AddressSpace {
       if (!fn(index_of(cur, level), base, cur, sub_hi, cur == base && sub_hi == end)) return false;
       if (sub_hi == hi) return true;
       cur = sub_hi + 1;
+    }
+  }
+
+  /// Like for_each_entry, but fn returns how many entries it has done from
+  /// the one it was given (0: stop): more than one only when the range covers
+  /// them all whole.
+  template <class Fn>
+  bool for_each_stretch(unsigned level, u64 lo, u64 hi, Fn&& fn) const {
+    const u64 span_mask = leaf_size(level) - 1;
+    u64 cur = lo;
+    for (;;) {
+      const u64 base = cur & ~span_mask;
+      const u64 end = base + span_mask;
+      const u64 sub_hi = end < hi ? end : hi;
+      const u64 n = fn(index_of(cur, level), base, cur, sub_hi, cur == base && sub_hi == end);
+      if (n == 0) return false;
+      const u64 last = base + ((n << span_shift_[level]) - 1);
+      if (last >= hi) return true;
+      cur = last + 1;
     }
   }
 
@@ -765,7 +804,8 @@ class AddressSpace {
   bool protect_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
     const Request& r = c.req;
     Run run;
-    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+    LeafGroup group;
+    const auto one = [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (r.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
@@ -800,7 +840,195 @@ class AddressSpace {
         });
       }
       return replace_leaf(c, level, view, i, base, e, Entry::leaf(e.pa, changed, e.kept));
-    });
+    };
+    return for_each_stretch(level, lo, hi,
+                            [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) -> u64 {
+                              if (full && !view.synthetic && !run.contains(base)) {
+                                const u64 n = protect_leaves(c, level, view, i, base, hi, group);
+                                if (n != 0) return n;
+                              }
+                              return one(i, base, s_lo, s_hi, full) ? 1 : 0;
+                            });
+  }
+
+  /// What protect() does to the leaves of one table whose raw values agree
+  /// outside their address and kept bits (LeafStep): they have the same
+  /// attributes and hint, so they all change alike, by one and/or mask.
+  struct LeafGroup {
+    bool known = false;
+    u64 free = 0;         // address | kept: the bits the leaves may differ in
+    u64 key = 0;          // raw & ~free of every leaf of the group
+    u64 set = 0;          // the new raw & ~free of every leaf of the group
+    bool change = false;  // the rewrite changes the leaves
+    bool contiguous = false;
+    bool global = false;  // old or new translations are global
+    u64 address = 0;      // LeafStep::address
+    u64 delta = 0;        // LeafStep::delta
+  };
+
+  /// The raw fast path of protect: rewrites in place, by an and/or mask on
+  /// the raw values, the longest stretch of leaves from entry `i` (mapping
+  /// `base`) that the range covers whole, that lie in this table and whose
+  /// change the format allows in place (permission changes: no break, same
+  /// size, same frame). Contiguous runs are taken whole and only when their
+  /// entries hold consecutive addresses. Returns the entries done, 0 when
+  /// entry `i` needs the general path (which decides and reports everything
+  /// the fast path declines: tables, holes, splits, breaks, errors). Each
+  /// entry ends as the general path would write it (tests check that on
+  /// every format); one invalidation range is owed for the stretch.
+  u64 protect_leaves(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, u64 hi,
+                     LeafGroup& g) {
+    const unsigned shift = span_shift_[level];
+    const u64 mask = leaf_size(level) - 1;
+    // Entries from i that [base, hi] covers whole, within this table.
+    u64 n_max = ((hi - base) >> shift) + ((((hi - base) & mask) == mask) ? 1 : 0);
+    if (n_max > entries(level) - i) n_max = entries(level) - i;
+    if (n_max == 0) return 0;
+    u64* t = view.ptr + i;
+    before_read(t, n_max);
+    u64 done_n = 0;
+    // The entries rewritten: how many, the first and the last.
+    u64 changed = 0;
+    u64 changed_lo = 0;
+    u64 changed_hi = 0;
+    bool global = false;
+    while (done_n < n_max) {
+      const u64 raw = __atomic_load_n(&t[done_n], __ATOMIC_RELAXED);
+      if (!g.known || (raw & ~g.free) != g.key) {
+        if (!protect_group(c, level, raw, base + (done_n << shift), g)) break;
+      }
+      u64 n = 1;
+      if (g.contiguous && g.change) {
+        // A whole run, from its first entry, holding its run's addresses in
+        // order (as the general path would rewrite them).
+        const unsigned run = run_entries_[level];
+        const u64 run_bits = (g.delta * run - 1) & ~(g.delta - 1) & g.address;
+        if (((i + done_n) & (run - 1)) != 0 || done_n + run > n_max || (raw & run_bits) != 0) break;
+        bool linear = true;
+        for (unsigned k = 1; k < run && linear; ++k) {
+          const u64 want = raw + k * g.delta;
+          linear = __atomic_load_n(&t[done_n + k], __ATOMIC_RELAXED) == want &&
+                   ((want ^ raw) & ~g.address) == 0;
+        }
+        if (!linear) break;
+        n = run;
+      } else {
+        n += count_matching(&t[done_n + 1], n_max - done_n - 1, ~g.free, g.key);
+      }
+      if (g.change) {
+        if (changed == 0) changed_lo = done_n;
+        changed_hi = done_n + n - 1;
+        changed += n;
+        global = global || g.global;
+        if (c.apply()) store_masked(view, level, i + done_n, n, g.free, g.set);
+      }
+      done_n += n;
+    }
+    if (changed != 0) {
+      c.stats.leaves_written += changed;
+      const u64 first = base + (changed_lo << shift);
+      owe(c, first, base + (changed_hi << shift) + mask, shift, global, false);
+    }
+    return done_n;
+  }
+
+  /// How many of the `count` entries from `t` satisfy (raw & mask) == key, up
+  /// to the first that does not. The hot loop of protect's fast path: four
+  /// entries per test.
+  static u64 count_matching(const u64* t, u64 count, u64 mask, u64 key) {
+    u64 n = 0;
+    for (; n + 4 <= count; n += 4) {
+      const u64 d0 = (__atomic_load_n(&t[n], __ATOMIC_RELAXED) & mask) ^ key;
+      const u64 d1 = (__atomic_load_n(&t[n + 1], __ATOMIC_RELAXED) & mask) ^ key;
+      const u64 d2 = (__atomic_load_n(&t[n + 2], __ATOMIC_RELAXED) & mask) ^ key;
+      const u64 d3 = (__atomic_load_n(&t[n + 3], __ATOMIC_RELAXED) & mask) ^ key;
+      if ((d0 | d1 | d2 | d3) != 0) break;
+    }
+    while (n < count && (__atomic_load_n(&t[n], __ATOMIC_RELAXED) & mask) == key) ++n;
+    return n;
+  }
+
+  /// How many of the `count` entries from `t` hold raw + step.delta, raw +
+  /// 2 * step.delta, ... in order, without the address field overflowing
+  /// (the hot loop of walk_ranges(): four entries per test).
+  static u64 count_linear(const u64* t, u64 count, u64 raw, const LeafStep& step) {
+    // Steps left before the address field would carry into other bits. The
+    // field is a plain shifted copy of the address: its bits are contiguous
+    // from delta's bit up (checked; otherwise test entry by entry).
+    const u64 field = step.address / step.delta;
+    if ((step.address % step.delta) == 0 && (field & (field + 1)) == 0) {
+      const u64 room = field - ((raw & step.address) / step.delta);
+      if (count > room) count = room;
+    } else {
+      u64 n = 0;
+      for (u64 want = raw + step.delta;
+           n < count && __atomic_load_n(&t[n], __ATOMIC_RELAXED) == want &&
+           ((want ^ raw) & ~step.address) == 0;
+           want += step.delta)
+        ++n;
+      return n;
+    }
+    u64 n = 0;
+    u64 want = raw + step.delta;
+    const u64 d = step.delta;
+    for (; n + 4 <= count; n += 4, want += 4 * d) {
+      const u64 d0 = __atomic_load_n(&t[n], __ATOMIC_RELAXED) ^ want;
+      const u64 d1 = __atomic_load_n(&t[n + 1], __ATOMIC_RELAXED) ^ (want + d);
+      const u64 d2 = __atomic_load_n(&t[n + 2], __ATOMIC_RELAXED) ^ (want + 2 * d);
+      const u64 d3 = __atomic_load_n(&t[n + 3], __ATOMIC_RELAXED) ^ (want + 3 * d);
+      if ((d0 | d1 | d2 | d3) != 0) break;
+    }
+    for (; n < count && __atomic_load_n(&t[n], __ATOMIC_RELAXED) == want; want += step.delta) ++n;
+    return n;
+  }
+
+  /// Entries [first, first + count) of a live table become (old & keep) |
+  /// set: in one call where the writer takes such runs, else entry by entry.
+  void store_masked(const View& v, unsigned level, u64 first, u64 count, u64 keep, u64 set) {
+    if constexpr (requires(u64 * p) {
+                    writer_.store_masked_run(p, count, keep, set, WriteSite{});
+                  }) {
+      writer_.store_masked_run(&v.ptr[first], count, keep, set,
+                               WriteSite{v.pa, unsigned(first), level});
+    } else {
+      for (u64 k = first; k < first + count; ++k)
+        writer_.store(&v.ptr[k], (__atomic_load_n(&v.ptr[k], __ATOMIC_RELAXED) & keep) | set,
+                      WriteSite{v.pa, unsigned(k), level});
+    }
+  }
+
+  /// Decodes `raw`, the leaf mapping `base` at `level`, and describes in `g`
+  /// how protect changes it and every leaf that agrees with it outside its
+  /// address and kept bits. False when the general path must handle it.
+  bool protect_group(const Ctx& c, unsigned level, u64 raw, u64 base, LeafGroup& g) const {
+    g.known = false;
+    if (!format_.is_valid_raw(raw, level)) return false;
+    const Entry e = entry_at(raw, level, base);
+    if (!e.is_leaf()) return false;
+    const LeafStep step = leaf_step(level, e.contiguous);
+    if (!step.linear || step.address == 0) return false;
+    const u64 free = step.address | step.kept;
+    const Attrs changed = c.req.change.applied_to(e.attrs);
+    u64 next = raw;
+    if (!(changed == e.attrs)) {
+      if (!format_.can_express(changed)) return false;
+      const Entry new_entry = Entry::leaf(e.pa, changed, e.kept, e.contiguous);
+      if (format_.needs_break(e, new_entry, false)) return false;
+      next = format_.encode(new_entry, level);
+      // The rewrite must keep every address and kept bit (it does, unless
+      // the entry holds an address its position contradicts).
+      if (((next ^ raw) & free) != 0) return false;
+    }
+    g.known = true;
+    g.free = free;
+    g.key = raw & ~free;
+    g.set = next & ~free;
+    g.change = next != raw;
+    g.contiguous = e.contiguous;
+    g.global = e.attrs.global || changed.global;
+    g.address = step.address;
+    g.delta = step.delta;
+    return true;
   }
 
   // ---- Rewrites of valid entries -------------------------------------------------
@@ -1028,6 +1256,73 @@ class AddressSpace {
       if (e.is_table()) return walk_table(level - 1, e.pa, s_lo, s_hi, visit);
       return bool(visit(to_mapping(base, level, e)));
     });
+  }
+
+  /// The range walk_ranges() is extending (size 0: none yet).
+  struct RangeCursor : MappedRange {};
+
+  /// Adds the leaves [va, va + size) -> pa to `open`, or reports `open` and
+  /// starts a new range with them. False when `visit` asked to stop.
+  template <class Visitor>
+  static bool add_leaves(RangeCursor& open, u64 va, u64 pa, u64 size, const Attrs& attrs,
+                         Visitor& visit) {
+    if (open.size != 0 && va == open.va.value() + open.size && pa == open.pa.value() + open.size &&
+        attrs == open.attrs) {
+      open.size += size;
+      return true;
+    }
+    if (open.size != 0 && !bool(visit(static_cast<const MappedRange&>(open)))) return false;
+    open.va = VirtAddr(va);
+    open.pa = PhysAddr(pa);
+    open.size = size;
+    open.attrs = attrs;
+    return true;
+  }
+
+  template <class Visitor>
+  bool ranges_in(unsigned level, PhysAddr table, u64 lo, u64 hi, RangeCursor& open,
+                 Visitor& visit) const {
+    // Access policies are logically const: reaching a table does not change it.
+    auto& access = const_cast<Access&>(access_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+    u64* t = access.table(table);
+    const unsigned shift = span_shift_[level];
+    const u64 span = leaf_size(level);
+    const unsigned first = index_of(lo, level);
+    const unsigned last = index_of(hi, level);
+    before_read(&t[first], u64{last - first} + 1);
+    bool go = true;
+    u64 base = align_down(lo, span);
+    for (unsigned i = first; go && i <= last;) {
+      const u64 raw = __atomic_load_n(&t[i], __ATOMIC_RELAXED);
+      if (!format_.is_valid_raw(raw, level)) {
+        ++i;
+        base += span;
+        continue;
+      }
+      const Entry e = entry_at(raw, level, base);
+      if (e.is_table()) {
+        const u64 s_lo = lo > base ? lo : base;
+        const u64 s_hi = hi < base + (span - 1) ? hi : base + (span - 1);
+        go = ranges_in(level - 1, e.pa, s_lo, s_hi, open, visit);
+        ++i;
+        base += span;
+        continue;
+      }
+      // Leaves that follow as raw + k * delta continue this one: the same
+      // attributes, hint and kept bits, the next output address. A leaf with
+      // the hint continues only when it holds the address its position says.
+      unsigned n = 1;
+      const LeafStep step = leaf_step(level, e.contiguous);
+      if (step.linear && step.address != 0 &&
+          ((format_.encode(e, level) ^ raw) & step.address) == 0) {
+        n += unsigned(count_linear(&t[i + 1], u64{last - i}, raw, step));
+      }
+      go = add_leaves(open, base, e.pa.value(), u64{n} << shift, e.attrs, visit);
+      i += n;
+      base += u64{n} << shift;
+    }
+    access.done(t);
+    return go;
   }
 
   Format format_;

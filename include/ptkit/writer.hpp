@@ -34,6 +34,25 @@ struct PlainWriter {
   void store_fresh_run(u64* first, u64 count, u64 value, u64 delta) const {
     for (u64 k = 0; k < count; ++k) first[k] = value + k * delta;
   }
+  /// Optional for writers: `count` consecutive live entries from `first`
+  /// (`site` names the first) each become (old & keep) | set, one atomic
+  /// store per entry (the engine's in-place protect of a run of leaves).
+  void store_masked_run(u64* first, u64 count, u64 keep, u64 set, const WriteSite&) const {
+    u64 k = 0;
+    for (; k + 4 <= count; k += 4) {  // unrolled: the loop is the protect fast path's cost
+      const u64 a = __atomic_load_n(&first[k], __ATOMIC_RELAXED);
+      const u64 b = __atomic_load_n(&first[k + 1], __ATOMIC_RELAXED);
+      const u64 c = __atomic_load_n(&first[k + 2], __ATOMIC_RELAXED);
+      const u64 d = __atomic_load_n(&first[k + 3], __ATOMIC_RELAXED);
+      __atomic_store_n(&first[k], (a & keep) | set, __ATOMIC_RELAXED);
+      __atomic_store_n(&first[k + 1], (b & keep) | set, __ATOMIC_RELAXED);
+      __atomic_store_n(&first[k + 2], (c & keep) | set, __ATOMIC_RELAXED);
+      __atomic_store_n(&first[k + 3], (d & keep) | set, __ATOMIC_RELAXED);
+    }
+    for (; k < count; ++k)
+      __atomic_store_n(&first[k], (__atomic_load_n(&first[k], __ATOMIC_RELAXED) & keep) | set,
+                       __ATOMIC_RELAXED);
+  }
 };
 
 /// Forwards every store to a recorder (`on_write(site, old, new, fresh)`)
@@ -49,6 +68,12 @@ class RecordingWriter {
   void store_fresh(u64* slot, u64 value, const WriteSite& site) {
     recorder_->on_write(site, *slot, value, true);
     *slot = value;
+  }
+  /// Records each entry of the run as its own store, in order.
+  void store_masked_run(u64* first, u64 count, u64 keep, u64 set, const WriteSite& site) {
+    for (u64 k = 0; k < count; ++k)
+      store(&first[k], (first[k] & keep) | set,
+            WriteSite{site.table, site.index + unsigned(k), site.level});
   }
   Recorder& recorder() { return *recorder_; }
 

@@ -325,9 +325,12 @@ class Paging {
   /// 52-bit ones move the top bits elsewhere (LPA2: 51:50 to 9:8; 64K LPA:
   /// 51:48 to 15:12), where a carry would not go, so those encode per leaf.
   /// The Contiguous bit is the same for every entry of a run.
+  /// The address field is OA[47:leaf shift] in place (D8.3.2), the kept bits
+  /// are kKeptBits, everything else is attributes and the Contiguous bit.
   [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool) const {
     if (ds() || (granule_ == Granule::K64 && features_.lpa)) return {};
-    return LeafStep{true, u64{1} << leaf_shift(level)};
+    return LeafStep{true, u64{1} << leaf_shift(level), pack_address(~u64{0}, leaf_shift(level)),
+                    kKeptBits};
   }
   /// The run length the hardware assumes for a set Contiguous bit at `level`,
   /// whether or not ptkit writes the hint; decode() aligns by it.

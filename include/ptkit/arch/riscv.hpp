@@ -130,9 +130,13 @@ class Paging {
   }
   /// The PPN is pa >> 12 at bit 10 (§4.4.1): the next leaf is raw + size / 4.
   /// NAPOT entries all hold their run's base, so they encode per leaf.
+  /// The address field is the PPN above the leaf's alignment; the kept bits
+  /// are kept_bits(); V, R/W/X/U, G, A/D (without hw_ad), PBMT and N are
+  /// attributes.
   [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool contiguous) const {
     if (contiguous) return {};
-    return LeafStep{true, (u64{1} << (12 + 9 * level)) >> 2};
+    return LeafStep{true, (u64{1} << (12 + 9 * level)) >> 2, ppn_field(PhysAddr(~u64{0}), level),
+                    kept_bits()};
   }
 
   /// Format-specific bits an entry carries through decode and encode: RSW

@@ -139,9 +139,10 @@ class Paging {
   /// x86 has no contiguous hint in its entries.
   [[nodiscard]] constexpr unsigned contiguous_entries(unsigned) const { return 1; }
   /// The address bits of every leaf size sit in place (SDM Table 4-15..4-20):
-  /// the next leaf is raw + its size.
+  /// the next leaf is raw + its size. Everything outside the address field
+  /// and kKeptBits is attributes (or reserved, which encode() clears).
   [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool) const {
-    return LeafStep{true, u64{1} << (12 + 9 * level)};
+    return LeafStep{true, u64{1} << (12 + 9 * level), address_mask(level), kKeptBits};
   }
 
   [[nodiscard]] constexpr const char* level_name(unsigned level) const {
