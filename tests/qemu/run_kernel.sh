@@ -2,12 +2,15 @@
 # Boots a ptkit test kernel under QEMU and checks its serial report.
 #   run_kernel.sh EXPECTED REQUIRED_LINE -- QEMU [QEMU ARGS...]
 # The runner adds `-display none -no-reboot -monitor none -serial file:LOG`.
-# Every kernel exits with 33 for pass and 35 for fail (x86: isa-debug-exit
-# 0x10/0x11; AArch64: semihosting exit; RISC-V: the test finisher).
+# Every kernel exits with 33 for pass and 35 for fail (x86 and the Xen PV
+# guest: isa-debug-exit 0x10/0x11; AArch64: semihosting exit; RISC-V: the test
+# finisher). CRs are dropped from the log: Xen's serial driver ends lines with
+# CR LF (its own `(XEN)` lines and the guest's, which reach it unprefixed).
 # Passes only if QEMU exits 33, every check named in EXPECTED (one per line,
 # # comments) printed `ok <name>`, no line starts with FAIL, and REQUIRED_LINE
-# (e.g. the paging mode; empty for none) appears. A crash exits 0 or hangs
-# (cut at 60 s): both fail, with the serial log shown.
+# (e.g. the paging mode; empty for none) appears. A crash exits 0 (under Xen:
+# a panic or dom0 crash reboots after 5 s) or hangs (cut at 60 s): both fail,
+# with the serial log shown.
 set -uo pipefail
 
 if (($# < 4)) || [[ $3 != -- ]]; then
@@ -21,12 +24,14 @@ if [[ ! -r $expected ]]; then
   exit 2
 fi
 
+raw=$(mktemp)
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$raw" "$log"' EXIT
 
 start=${EPOCHREALTIME/./}  # microseconds
-timeout 60 "$@" -display none -no-reboot -monitor none -serial "file:$log" </dev/null
+timeout 60 "$@" -display none -no-reboot -monitor none -serial "file:$raw" </dev/null
 status=$?
+tr -d '\r' <"$raw" >"$log"
 end=${EPOCHREALTIME/./}
 
 cat "$log"
@@ -37,7 +42,7 @@ case $status in
   33) ;;
   35) echo "kernel reported failure (status 35)"; fail=1 ;;
   124) echo "timed out after 60 s"; fail=1 ;;
-  0) echo "QEMU exited 0: a crash or reset before the kernel reported"; fail=1 ;;
+  0) echo "QEMU exited 0: a crash or reset (Xen: panic, dom0 crash) before the kernel reported"; fail=1 ;;
   *) echo "QEMU failed with status ${status}"; fail=1 ;;
 esac
 
