@@ -239,7 +239,10 @@ TYPED_TEST(TlbRulesTest, NoStaleTranslationAndNoForbiddenRewrite) {
               static_cast<unsigned long long>(rewrites_checked),
               static_cast<unsigned long long>(bbm_checked),
               static_cast<unsigned long long>(stale_checks));
-  EXPECT_GT(rewrites_checked, kOps / 2);
+  // Coverage, not a rate: how many operations rewrite a valid entry varies
+  // widely by seed (AArch64 with FEAT_BBM level 2, 1200 operations: 357 to
+  // 4254 over 30 seeds), so the floor only proves the case was exercised.
+  EXPECT_GT(rewrites_checked, kOps / 10);
   // Samples gather cached translations as the run goes on: short runs
   // (PTKIT_TEST_SCALE) check about four per operation, full ones more.
   EXPECT_GT(stale_checks, kOps * 2);
