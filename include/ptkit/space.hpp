@@ -265,7 +265,20 @@ class AddressSpace {
     if (pa_last < pa.value() || (format_.phys_bits() < 64 && (pa_last >> format_.phys_bits()) != 0))
       return reject(r, Error::PhysTooLarge, va, pa);
     if (!format_.can_express(attrs)) return reject(r, Error::AttrUnsupported, va, pa);
+    if (writable_table(pa, size, attrs)) return reject(r, Error::WritableTable, va, pa);
     return r;
+  }
+
+  /// Whether a leaf with `attrs` over [pa, pa + size) would be a writable
+  /// mapping of a page table, in a format that knows its table pages and
+  /// forbids that (Xen PV: Xen refuses it, and a guest that could write its
+  /// tables could bypass every rule).
+  [[nodiscard]] bool writable_table(PhysAddr pa, u64 size, const Attrs& attrs) const {
+    if constexpr (requires { format_.holds_tables(pa, size); }) {
+      return has(attrs.perm, Perm::W) && format_.holds_tables(pa, size);
+    } else {
+      return false;
+    }
   }
 
   Request unmap_request(VirtAddr va, u64 size, const UnmapOptions& o) const {
@@ -478,7 +491,13 @@ class AddressSpace {
 
   View real(PhysAddr pa) { return View{pa, access_.table(pa)}; }
   void done(const View& v) {
-    if (!v.synthetic) access_.done(v.ptr);
+    if (v.synthetic) return;
+    // A batching writer knows its queued entries by their address in this
+    // view. Once the view is given back, that address may show another
+    // table (a transient slot) and this table may come back at another one,
+    // where the writer would not know it: such entries are sent first.
+    before_read(v.ptr, (u64{1} << format_.page_shift()) / sizeof(u64));
+    access_.done(v.ptr);
   }
 
   u64 read_real(PhysAddr table, unsigned index) const {
@@ -603,6 +622,9 @@ class AddressSpace {
     const Request& r = c.req;
     if (same_size) {
       const Entry wanted = Entry::leaf(PhysAddr(base + r.delta), r.attrs);
+      // Already this translation: the entry stays as it is, with the bits
+      // the walker or a hypervisor set in it (accessed, dirty, Xen's own).
+      if (e.pa == wanted.pa && e.attrs == wanted.attrs) return true;
       return replace_leaf(c, level, view, i, base, e, wanted);
     }
     return split_then(c, level, view, i, base, e,
@@ -826,6 +848,8 @@ class AddressSpace {
       const Attrs changed = r.change.applied_to(e.attrs);
       if (changed == e.attrs) return true;
       if (!format_.can_express(changed)) return fail(c, Error::AttrUnsupported, s_lo, e.pa, level);
+      if (writable_table(e.pa, leaf_size(level), changed))
+        return fail(c, Error::WritableTable, base, e.pa, level);
       if (e.contiguous) {
         const bool whole = run_inside(level, base, lo, hi);
         if (!enter_run(c, level, view, base, e, whole, run, [&](u64, const Entry& old_k) {
@@ -1011,7 +1035,8 @@ class AddressSpace {
     const Attrs changed = c.req.change.applied_to(e.attrs);
     u64 next = raw;
     if (!(changed == e.attrs)) {
-      if (!format_.can_express(changed)) return false;
+      if (!format_.can_express(changed) || writable_table(e.pa, leaf_size(level), changed))
+        return false;
       const Entry new_entry = Entry::leaf(e.pa, changed, e.kept, e.contiguous);
       if (format_.needs_break(e, new_entry, false)) return false;
       next = format_.encode(new_entry, level);

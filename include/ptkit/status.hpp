@@ -35,6 +35,8 @@ enum class Error : u8 {
                         // one the declared CPU cannot run
   TableUnreachable,     // an access policy cannot reach a page table: none covers its
                         // physical address, or every transient slot is in use
+  WritableTable,        // a writable leaf over a page that holds (or may come to hold)
+                        // a page table, in a format that forbids it (Xen PV)
 };
 
 constexpr const char* to_string(Error e) {
@@ -53,6 +55,8 @@ constexpr const char* to_string(Error e) {
     case Error::BadConfig: return "paging configuration not defined by the architecture or CPU";
     case Error::TableUnreachable:
       return "page table unreachable: no access policy covers it or no transient slot is free";
+    case Error::WritableTable:
+      return "writable mapping of a page that holds or may hold a page table";
   }
   return "unknown error";
 }
