@@ -785,6 +785,77 @@ TYPED_TEST(TableAccessTest, ExhaustionIsAnErrorNotACorruption) {
   EXPECT_TRUE(host.model.failures.empty());
 }
 
+// ---- A slot entry store that can refuse ------------------------------------------------------
+
+/// The direct store, except when told to refuse (a hypervisor refusing the
+/// mmu_update of a slot entry); counts what it was asked.
+struct FlakyStore {
+  bool* refuse;
+  unsigned* stores;
+  bool store(u64* entry, unsigned index, u64 raw) const {
+    ++*stores;
+    last_index = index;
+    if (*refuse) return false;
+    return early::DirectSlotStore{}.store(entry, index, raw);
+  }
+  static inline unsigned last_index = 0;
+};
+static_assert(early::SlotEntryStore<FlakyStore>);
+
+TYPED_TEST(TableAccessTest, RefusedSlotStoreIsAnErrorNotACorruption) {
+  using Format = typename TypeParam::Format;
+  sim::PhysMemory mem;
+  SlotHost<TypeParam> host(mem);
+  const Geometry<Format>& g = host.g;
+  Recorder rec;
+  bool refuse = false;
+  unsigned stores = 0;
+  using Slots = TransientSlots<Format, RecSink, 2, SimSlotWindow, FlakyStore>;
+  auto made = Slots::create(g.f, host.window, host.level0, RecSink(rec), SimSlotWindow{&host.model},
+                            kSlotAttrs, FlakyStore{&refuse, &stores});
+  ASSERT_TRUE(made.ok());
+  Slots& slots = made.value();
+  const u64 page = g.page();
+  auto pa = [&](unsigned k) { return PhysAddr(kLoosePages + k * page); };
+
+  // The store gets the entry's index in its level-0 table.
+  u64* a = slots.table(pa(0));
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(stores, 1u);
+  EXPECT_EQ(host.level0 + FlakyStore::last_index, slots.slot_entry(0));
+
+  // Refused when mapping: nullptr, the slot stays free, nothing else written.
+  refuse = true;
+  rec.events.clear();
+  const std::vector<u64> level0 = host.level0_contents();
+  const Result<u64*> r = slots.acquire(pa(1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::TableUnreachable);
+  EXPECT_STREQ(r.failure().subject, "slot entry store refused");
+  EXPECT_EQ(r.failure().pa, pa(1));
+  EXPECT_EQ(slots.in_use(), 1u);
+  EXPECT_EQ(host.level0_contents(), level0);
+  EXPECT_TRUE(rec.events.empty());
+
+  // Refused when giving back: the old mapping stays, so that slot is never
+  // handed out again, and it stays counted.
+  slots.done(a);
+  EXPECT_STREQ(slots.last_error().what, "slot entry store refused");
+  EXPECT_EQ(slots.last_error().pa, pa(0));
+  EXPECT_EQ(slots.in_use(), 1u);
+  EXPECT_EQ(g.f.decode(*slots.slot_entry(0), 0), Entry::leaf(pa(0), kSlotAttrs));
+  refuse = false;
+  u64* b = slots.table(pa(2));
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(g.f.decode(*slots.slot_entry(1), 0), Entry::leaf(pa(2), kSlotAttrs));
+  EXPECT_EQ(g.f.decode(*slots.slot_entry(0), 0), Entry::leaf(pa(0), kSlotAttrs));
+  EXPECT_EQ(slots.table(pa(3)), nullptr);
+  EXPECT_STREQ(slots.last_error().what, "transient slots exhausted");
+  slots.done(b);
+  EXPECT_EQ(slots.in_use(), 1u);
+  EXPECT_TRUE(host.model.failures.empty()) << host.model.failures.front();
+}
+
 // ---- Creation errors ------------------------------------------------------------------------
 
 TYPED_TEST(TableAccessTest, SlotWindowIsChecked) {

@@ -156,6 +156,27 @@ struct VirtualSlotWindow {
 };
 static_assert(SlotWindow<VirtualSlotWindow>);
 
+/// How a slot's level-0 entry is written: store(entry, index, raw) makes
+/// `entry` (index `index` of its level-0 table) hold `raw`, or returns false
+/// and changes nothing. The slot policy does the TLB work after it.
+template <class S>
+concept SlotEntryStore = requires(S s, u64* entry, unsigned index, u64 raw) {
+  { s.store(entry, index, raw) } -> std::same_as<bool>;
+};
+
+/// The usual way: one atomic 64-bit store into the level-0 table, which the
+/// caller can write.
+struct DirectSlotStore {
+  bool store(u64* entry, unsigned /*index*/, u64 raw) const {
+    // Release: every access through the slot's previous mapping (the
+    // engine's plain stores into the table) is ordered before the entry
+    // changes, by the compiler and, on Arm, by the store itself.
+    __atomic_store_n(entry, raw, __ATOMIC_RELEASE);
+    return true;
+  }
+};
+static_assert(SlotEntryStore<DirectSlotStore>);
+
 /// Table views the engine (AddressSpace, space.hpp) holds open at the same
 /// time, at most, for a format with `levels` levels: one per level of the
 /// path from the root to the table being written. Splits, merges and fresh
@@ -191,8 +212,10 @@ inline constexpr Attrs kSlotAttrs{RW, MemType::WriteBack, true};
 ///
 /// Writes: one atomic 64-bit store per entry (never through AddressSpace, so
 /// the policy works while the engine is in the middle of an update, and
-/// before anything else does). A slot's entry only ever goes invalid -> valid
-/// -> invalid, so no break-before-make is ever needed.
+/// before anything else does), or whatever the `Store` policy does instead
+/// (a Xen PV guest cannot write its tables: xen::SlotEntryUpdate). A slot's
+/// entry only ever goes invalid -> valid -> invalid, so no break-before-make
+/// is ever needed.
 ///
 /// TLB: both transitions are followed by publish, an invalidation of exactly
 /// the slot's page, and complete. On done() that removes the old translation
@@ -209,7 +232,11 @@ inline constexpr Attrs kSlotAttrs{RW, MemType::WriteBack, true};
 /// Exhaustion: when every slot holds another table, table(pa) writes nothing,
 /// returns nullptr and records the error (last_error(): "transient slots
 /// exhausted", with how many are in use). acquire(pa) is the same with a
-/// Result, for callers outside the engine.
+/// Result, for callers outside the engine. A store the `Store` policy
+/// refuses is recorded the same way ("slot entry store refused"): table()
+/// returns nullptr with the slot still free; a refused store in done()
+/// leaves the slot's old mapping in place, so that slot is never used again
+/// (it stays counted in in_use()).
 ///
 /// Copies: the state (which slot holds what) lives in the object, the entries
 /// in the shared level-0 table, so two copies in use at once would hand out
@@ -218,7 +245,8 @@ inline constexpr Attrs kSlotAttrs{RW, MemType::WriteBack, true};
 /// one set of slots between users, hand each an AccessRef to it.
 ///
 /// Not thread-safe: one CPU at a time (early boot), or a lock around use.
-template <PagingFormat Format, TlbSink Sink, unsigned N, SlotWindow Window = VirtualSlotWindow>
+template <PagingFormat Format, TlbSink Sink, unsigned N, SlotWindow Window = VirtualSlotWindow,
+          SlotEntryStore Store = DirectSlotStore>
 class TransientSlots {
   static_assert(N >= 1, "TransientSlots: at least one slot");
 
@@ -243,7 +271,8 @@ class TransientSlots {
   /// level-0 table after the window's first entry), AttrUnsupported (the
   /// format cannot express `attrs`), BadConfig (level0 is null).
   static Result<TransientSlots> create(Format format, VirtAddr window, u64* level0, Sink sink = {},
-                                       Window slot_window = {}, Attrs attrs = kSlotAttrs) {
+                                       Window slot_window = {}, Attrs attrs = kSlotAttrs,
+                                       Store store = {}) {
     Failure f{Op::Create, Error::BadConfig, window, {}, 0};
     f.subject = "transient slot window";
     const u64 page = u64{1} << format.page_shift();
@@ -269,15 +298,18 @@ class TransientSlots {
       f.error = Error::AttrUnsupported;
       return f;
     }
-    return TransientSlots(format, window, level0 + first_index, sink, slot_window, attrs);
+    return TransientSlots(format, window, level0 + first_index, static_cast<unsigned>(first_index),
+                          sink, slot_window, attrs, store);
   }
 
   TransientSlots(const TransientSlots& other)
       : format_(other.format_),
         window_va_(other.window_va_),
         entries_(other.entries_),
+        first_index_(other.first_index_),
         sink_(other.sink_),
         window_(other.window_),
+        store_(other.store_),
         attrs_(other.attrs_),
         page_(other.page_),
         high_water_(other.high_water_),
@@ -306,19 +338,18 @@ class TransientSlots {
         ++slots_[i].refs;
         return slots_[i].ptr + offset_words;
       }
-      if (slots_[i].refs == 0 && free_slot == N) free_slot = i;
+      if (slots_[i].refs == 0 && !slots_[i].stuck && free_slot == N) free_slot = i;
     }
     if (free_slot == N) {
-      error_.what = "transient slots exhausted";
-      error_.pa = pa;
-      error_.in_use = N;
-      error_.slots = N;
-      ++error_.count;
+      record("transient slots exhausted", pa, N);
       return nullptr;
     }
     Slot& s = slots_[free_slot];
     const VirtAddr va = slot_va(free_slot);
-    store_entry(free_slot, format_.encode(Entry::leaf(frame, attrs_), 0));
+    if (!store_entry(free_slot, format_.encode(Entry::leaf(frame, attrs_), 0))) {
+      record("slot entry store refused", pa, held_);
+      return nullptr;
+    }
     flush_slot(va);
     s.frame = frame;
     s.refs = 1;
@@ -344,7 +375,13 @@ class TransientSlots {
     }
     Slot& s = slots_[i];
     if (--s.refs != 0) return;
-    store_entry(i, format_.encode(Entry::invalid(), 0));
+    if (!store_entry(i, format_.encode(Entry::invalid(), 0))) {
+      // The old mapping stays: never hand this slot out again.
+      record("slot entry store refused", s.frame, held_);
+      s.stuck = true;
+      s.ptr = nullptr;
+      return;
+    }
     flush_slot(slot_va(i));
     s.ptr = nullptr;
     s.frame = PhysAddr();
@@ -376,31 +413,45 @@ class TransientSlots {
   [[nodiscard]] const u64* slot_entry(unsigned i) const { return &entries_[i]; }
   Sink& sink() { return sink_; }
   Window& window() { return window_; }
+  Store& store() { return store_; }
 
  private:
   struct Slot {
     PhysAddr frame;  // the page mapped while refs != 0
     u64* ptr = nullptr;
     unsigned refs = 0;
+    bool stuck = false;  // its entry could not be made invalid again
   };
 
-  TransientSlots(Format format, VirtAddr window, u64* entries, Sink sink, Window slot_window,
-                 Attrs attrs)
+  TransientSlots(Format format, VirtAddr window, u64* entries, unsigned first_index, Sink sink,
+                 Window slot_window, Attrs attrs, Store store)
       : format_(format),
         window_va_(window),
         entries_(entries),
+        first_index_(first_index),
         sink_(sink),
         window_(slot_window),
+        store_(store),
         attrs_(attrs),
         page_(u64{1} << format.page_shift()) {}
+
+  void record(const char* what, PhysAddr pa, unsigned in_use) {
+    error_.what = what;
+    error_.pa = pa;
+    error_.in_use = in_use;
+    error_.slots = N;
+    ++error_.count;
+  }
 
   void copy_from(const TransientSlots& other) {
     PTKIT_INVARIANT(other.in_use() == 0);  // two owners of one held slot
     format_ = other.format_;
     window_va_ = other.window_va_;
     entries_ = other.entries_;
+    first_index_ = other.first_index_;
     sink_ = other.sink_;
     window_ = other.window_;
+    store_ = other.store_;
     attrs_ = other.attrs_;
     page_ = other.page_;
     error_ = other.error_;
@@ -420,11 +471,8 @@ class TransientSlots {
     return N;
   }
 
-  void store_entry(unsigned i, u64 raw) {
-    // Release: every access through the slot's previous mapping (the
-    // engine's plain stores into the table) is ordered before the entry
-    // changes, by the compiler and, on Arm, by the store itself.
-    __atomic_store_n(&entries_[i], raw, __ATOMIC_RELEASE);
+  bool store_entry(unsigned i, u64 raw) {
+    return store_.store(&entries_[i], first_index_ + i, raw);
   }
 
   /// publish -> invalidate the slot's page -> complete (see the class
@@ -440,9 +488,11 @@ class TransientSlots {
 
   Format format_;
   VirtAddr window_va_;
-  u64* entries_ = nullptr;  // slot i's level-0 entry is entries_[i]
+  u64* entries_ = nullptr;    // slot i's level-0 entry is entries_[i]
+  unsigned first_index_ = 0;  // entries_[0]'s index in its level-0 table
   Sink sink_;
   Window window_;
+  Store store_;
   Attrs attrs_;
   u64 page_ = 0;
   Slot slots_[N] = {};
