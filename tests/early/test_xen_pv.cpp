@@ -24,6 +24,7 @@
 
 #include "checked.hpp"
 #include "ptkit/early/image_mapper.hpp"
+#include "ptkit/early/table_access.hpp"
 #include "ptkit/early/xen_pv.hpp"
 #include "ptkit/sim/checker.hpp"
 #include "ptkit/sim/memory.hpp"
@@ -326,6 +327,15 @@ struct Guest {
   }
 
   XenWriter& writer() { return space->writer(); }
+
+  /// Another space over the same tables, allocator and hypervisor, with its
+  /// own writer and `format` (e.g. one that knows the table pages).
+  Space over_same_tables(Format format) {
+    const Tr tr{&x};
+    return Space(format, MachineAccess{&x}, space->allocator(),
+                 Writer(XenWriter(Hv<WithDone>{&x}, tr), &x), RecordingSink<FakeXen>(x),
+                 space->root());
+  }
   Protect& protect() { return space->allocator().inner.protect(); }
 
   /// The direct map of all RAM with the table pool read-only.
@@ -717,6 +727,238 @@ void refused_request_reported() {
 
 TEST(XenPv, RefusedRequestReportedWithSuccessCount) { refused_request_reported<true>(); }
 TEST(XenPv, RefusedRequestReportedWithoutSuccessCount) { refused_request_reported<false>(); }
+
+// ---- (f) ptkit refuses writable mappings of table pages --------------------------------
+
+TEST(XenPv, WritableLeafOverTablePagesRefusedBeforeAnyRequest) {
+  Guest<> g(8 * MiB, 4 * MiB);
+  g.direct_map();
+  const xen::PhysRange frames[] = {{PhysAddr(g.pool_base), kPoolPages * kPage}};
+  auto s = g.over_same_tables(Guest<>::Format(Tr{&g.x}, {}, xen::TableFrames{frames, 1}));
+  const u64 va = 0xffff'c900'0000'0000;
+  // Tables for the window exist first, so that a refusal has nothing to undo.
+  ASSERT_TRUE(s.map(VirtAddr(va + 64 * kPage), PhysAddr(0), kPage, Attrs{RW}).ok());
+  g.x.sync();
+  const std::size_t events = g.x.trace.events.size();
+  const u64 requests = g.x.requests;
+  const auto refused = [&](const Result<Outcome>& r, const char* what) {
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_EQ(r.error(), Error::WritableTable) << what;
+  };
+  // The root, a pool page not taken yet, and a range whose last page is the
+  // pool's first.
+  refused(s.map(VirtAddr(va), s.root(), kPage, Attrs{RW}), "root");
+  refused(s.map(VirtAddr(va), PhysAddr(g.pool_base + 100 * kPage), kPage, Attrs{RW}), "free pool");
+  refused(s.map(VirtAddr(va), PhysAddr(g.pool_base - 3 * kPage), 4 * kPage, Attrs{RW}), "overlap");
+  refused(s.map(VirtAddr(va), PhysAddr(g.pool_base), kPage, Attrs{RWX}), "rwx");
+  // Write permission added to the direct map's read-only alias of the root.
+  const auto grant =
+      s.protect(VirtAddr(kDirectMap + s.root().value()), kPage, AttrChange{Perm::W, Perm::None});
+  refused(grant, "protect");
+  EXPECT_EQ(grant.failure().pa, s.root());
+  auto plan = s.plan_map(VirtAddr(va), s.root(), kPage, Attrs{RW});
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.error(), Error::WritableTable);
+  EXPECT_EQ(g.x.trace.events.size(), events);
+  EXPECT_EQ(g.x.requests, requests);
+  EXPECT_EQ(s.writer().pending(), 0u);
+  EXPECT_FALSE(s.query(VirtAddr(va)).ok());
+  EXPECT_NE(std::string(to_string(Error::WritableTable)).find("page table"), std::string::npos);
+
+  // Read-only is fine, and so is writable memory next to the pool.
+  ASSERT_TRUE(s.map(VirtAddr(va), s.root(), kPage, Attrs{Perm::R}).ok());
+  ASSERT_TRUE(
+      s.map(VirtAddr(va + kPage), PhysAddr(g.pool_base - 2 * kPage), 2 * kPage, Attrs{RW}).ok());
+  ASSERT_TRUE(s.protect(VirtAddr(va + kPage), 2 * kPage, AttrChange{Perm::X, Perm::None}).ok());
+  g.x.sync();
+  const sim::CheckResult r = g.x.check();
+  EXPECT_TRUE(r.ok()) << violations(r);
+  // The same request through a format that was not told: the checker sees
+  // the rule broken (XenPv.WritableLeafOverTablePageFlagged).
+}
+
+// ---- (g) Xen's own marks in a leaf ------------------------------------------------------
+
+TEST(XenPv, GuestKernelMarksDecodeAsTheLeafTheGuestWrote) {
+  Guest<> g(8 * MiB, 4 * MiB);
+  const u64 va = 0xffff'c900'0000'0000;
+  ASSERT_TRUE(g.space->map(VirtAddr(va), PhysAddr(0), 4 * kPage, Attrs{RX}).ok());
+  ASSERT_TRUE(
+      g.space->map(VirtAddr(va + 4 * kPage), PhysAddr(0), kPage, Attrs{RW | Perm::User}).ok());
+  g.x.sync();
+  // What Xen does to a 64-bit PV kernel's PTE (adjust_guest_l1e): U and bit
+  // 52 added; then the CPU sets Accessed. Done here behind ptkit's back.
+  const PhysAddr pt = table_at(g, va, 0);
+  u64* t = MachineAccess{&g.x}.table(pt);
+  for (unsigned i = 0; i < 4; ++i)
+    t[i] |= x86::kUserSupervisor | xen::kGuestKernelBit | x86::kAccessed;
+  t[4] |= x86::kAccessed;  // a user page: Xen leaves it alone
+  for (unsigned i = 0; i < 4; ++i) {
+    auto q = g.space->query(VirtAddr(va + i * kPage));
+    ASSERT_TRUE(q.ok());
+    EXPECT_EQ(q->attrs.perm, RX) << i;
+  }
+  auto user = g.space->query(VirtAddr(va + 4 * kPage));
+  ASSERT_TRUE(user.ok());
+  EXPECT_EQ(user->attrs.perm, RW | Perm::User);
+  // Mapping the same again changes nothing: no break, no request, and the
+  // bits the hypervisor and the CPU set stay.
+  const std::vector<u64> before(t, t + 5);
+  const u64 requests = g.x.requests;
+  MapOptions replace;
+  replace.existing = OnExisting::Replace;
+  auto again = g.space->map(VirtAddr(va), PhysAddr(0), 4 * kPage, Attrs{RX}, replace);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->stats.breaks, 0u);
+  EXPECT_EQ(again->stats.leaves_written, 0u);
+  EXPECT_EQ(g.x.requests, requests);
+  EXPECT_EQ(std::vector<u64>(t, t + 5), before);
+  // A real change still breaks and drops Xen's marks (Xen adds them again).
+  auto rw = g.space->map(VirtAddr(va), PhysAddr(0), kPage, Attrs{RW}, replace);
+  g.x.sync();
+  ASSERT_TRUE(rw.ok());
+  EXPECT_EQ(rw->stats.breaks, 1u);
+  EXPECT_EQ(t[0] & (xen::kGuestKernelBit | x86::kUserSupervisor), 0u);
+}
+
+// ---- (h) TLB work as MMUEXT ops -----------------------------------------------------------
+
+struct FakeMmuext {
+  std::vector<std::vector<xen::MmuextOp>>* calls;
+  int rc = 0;
+  int mmuext_op(const xen::MmuextOp* ops, unsigned n) {
+    calls->emplace_back(ops, ops + n);
+    return rc;
+  }
+};
+
+TEST(XenPv, MmuextSinkBatchesInvalidations) {
+  std::vector<std::vector<xen::MmuextOp>> calls;
+  xen::MmuextSink<FakeMmuext, 4> sink(FakeMmuext{&calls});
+  sink.publish();
+  sink.complete();
+  EXPECT_TRUE(calls.empty());
+  const u64 va = 0xffff'c900'0000'0000;
+  // One page, then 10 pages (4 + 4 + 2 per hypercall), then a table range
+  // of 2 MiB strides.
+  sink.invalidate(TlbRange{VirtAddr(va), VirtAddr(va + kPage - 1), 12, false, false});
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0][0].cmd, xen::kMmuextInvlpgLocal);
+  EXPECT_EQ(calls[0][0].arg1, va);
+  calls.clear();
+  sink.invalidate(TlbRange{VirtAddr(va), VirtAddr(va + 10 * kPage - 1), 12, false, false});
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0].size(), 4u);
+  EXPECT_EQ(calls[1].size(), 4u);
+  EXPECT_EQ(calls[2].size(), 2u);
+  EXPECT_EQ(calls[2][1].arg1, va + 9 * kPage);
+  calls.clear();
+  sink.invalidate(TlbRange{VirtAddr(va), VirtAddr(va + 3 * 2 * MiB - 1), 21, false, true});
+  ASSERT_EQ(calls.size(), 1u);
+  ASSERT_EQ(calls[0].size(), 3u);
+  EXPECT_EQ(calls[0][2].arg1, va + 2 * 2 * MiB);
+  EXPECT_EQ(sink.invlpgs(), 14u);
+  // The top of the address space does not wrap.
+  calls.clear();
+  const u64 top = ~u64{0} - 2 * kPage + 1;
+  sink.invalidate(TlbRange{VirtAddr(top), VirtAddr(~u64{0}), 12, false, false});
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].size(), 2u);
+  calls.clear();
+  sink.invalidate_all(true);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0][0].cmd, xen::kMmuextTlbFlushLocal);
+  EXPECT_EQ(sink.full_flushes(), 1u);
+  EXPECT_EQ(sink.failures(), 0u);
+  sink.hypercall().rc = -22;
+  sink.invalidate_all(false);
+  sink.invalidate_all(false);
+  EXPECT_EQ(sink.failures(), 2u);
+  EXPECT_EQ(sink.first_error(), -22);
+}
+
+// ---- (i) transient slots under PV --------------------------------------------------------
+
+/// The slot window as the CPU sees it: the x86 reference walker over machine
+/// memory from the guest's root; a slot must map its page read-only,
+/// no-execute, with a 4K leaf.
+struct XenSlotWindow {
+  FakeXen* x;
+  std::vector<std::string>* failures;
+  u64* at(VirtAddr va) const {
+    sim::MmuConfig cfg;
+    std::string error;
+    EXPECT_TRUE(sim::MmuConfig::from_name("x86_64-4l", cfg, error)) << error;
+    const sim::Translation t = sim::x86_ops().translate(cfg, x->mem, x->root_machine, va.value());
+    if (!t.ok() || t.write[0] || t.exec[0] || t.leaf_size != kPage) {
+      failures->push_back("slot " + std::to_string(va.value()) + ": " + sim::to_string(t.fault));
+      static u64 scratch[512];
+      return scratch;
+    }
+    return x->mem.word(t.pa);
+  }
+};
+
+TEST(XenPv, TransientSlotsWorkThroughMmuUpdate) {
+  Guest<> g(32 * MiB, 8 * MiB);
+  g.direct_map();
+  // The slot window's PT exists through an anchor page.
+  const u64 block = 0xffff'c900'4000'0000;
+  ASSERT_TRUE(g.space->map(VirtAddr(block), PhysAddr(0), kPage, Attrs{Perm::R}).ok());
+  g.x.sync();
+  const PhysAddr pt = table_at(g, block, 0);
+  const Tr tr{&g.x};
+  std::vector<std::string> failures;
+  using Format = Guest<>::Format;
+  using Sink = RecordingSink<FakeXen>;
+  using Store = xen::SlotEntryUpdate<Hv<true>, Tr>;
+  using Slots = early::TransientSlots<Format, Sink, 4, XenSlotWindow, Store>;
+  auto made = Slots::create(
+      g.space->format(), VirtAddr(block + 8 * kPage), MachineAccess{&g.x}.table(pt), Sink(g.x),
+      XenSlotWindow{&g.x, &failures}, xen::kSlotAttrs, Store(Hv<true>{&g.x}, tr, pt));
+  ASSERT_TRUE(made.ok());
+  Slots& slots = made.value();
+  using SlotSpace =
+      AddressSpace<Format, early::AccessRef<Slots>, Guest<>::Alloc, Guest<>::Writer, Sink>;
+  SlotSpace s(g.space->format(), early::AccessRef<Slots>(slots), g.space->allocator(),
+              Guest<>::Writer(Guest<>::XenWriter(Hv<true>{&g.x}, tr), &g.x), Sink(g.x),
+              g.space->root());
+
+  // 8 MiB under a fresh PD: a PD and four PTs, more tables than slots.
+  const u64 va = 0xffff'c900'8000'0000;
+  const u64 pa = 16 * MiB;  // above the pool
+  auto m = s.map(VirtAddr(va), PhysAddr(pa), 8 * MiB, Attrs{RW});
+  g.x.sync();
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->stats.tables_allocated, 5u);
+  EXPECT_GT(slots.high_water(), 1u);
+  EXPECT_EQ(slots.in_use(), 0u);
+  g.expect_mapped(va, pa, 8 * MiB, RW, "mapped through the slots");
+  auto p = s.protect(VirtAddr(va), 4 * MiB, AttrChange{Perm::None, Perm::W});
+  g.x.sync();
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->stats.breaks, 4 * MiB / kPage);
+  g.expect_mapped(va, pa, 4 * MiB, Perm::R, "protected through the slots");
+  auto u = s.unmap(VirtAddr(va), 8 * MiB);
+  g.x.sync();
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->stats.tables_freed, 5u);
+  g.expect_unmapped(va, 8 * MiB, "unmapped through the slots");
+
+  EXPECT_TRUE(failures.empty()) << failures.front();
+  EXPECT_FALSE(slots.last_error().any());
+  EXPECT_EQ(slots.in_use(), 0u);
+  for (unsigned i = 0; i < 4; ++i) EXPECT_EQ(*slots.slot_entry(i), 0u) << i;
+  // Every slot entry change was one mmu_update request; more uses than
+  // slots means slot entries were reused.
+  EXPECT_GT(slots.store().requests() / 2, 4u);
+  EXPECT_EQ(slots.store().requests() % 2, 0u);
+  EXPECT_FALSE(s.writer().failed());
+  // Xen's rules and the TLB rules held over everything, slot entries
+  // included (each goes invalid -> valid -> invalid, invalidated each time).
+  const sim::CheckResult r = g.x.check();
+  EXPECT_TRUE(r.ok()) << violations(r);
+}
 
 // ---- The format on its own -----------------------------------------------------------
 

@@ -47,6 +47,7 @@
 #include "ptkit/access.hpp"
 #include "ptkit/alloc.hpp"
 #include "ptkit/arch/x86_64.hpp"
+#include "ptkit/attrs.hpp"
 #include "ptkit/format.hpp"
 #include "ptkit/options.hpp"
 #include "ptkit/space.hpp"
@@ -120,6 +121,41 @@ concept PageProtection = requires(P p, PhysAddr pa) {
   {p.make_writable(pa)};
 };
 
+/// A pseudo-physical range [base, base + size).
+struct PhysRange {
+  PhysAddr base;
+  u64 size = 0;
+};
+
+/// The pages that hold, or may come to hold, the guest's page tables: the
+/// table pool the allocator draws from and the tables Xen built for the
+/// guest. The ranges are the caller's and must outlive every format that
+/// holds them. With them, PvFormat makes the engine refuse any writable leaf
+/// over those pages (Error::WritableTable) before a request is queued: Xen
+/// would refuse it (-EBUSY once the page is typed as a page table) or, while
+/// the page is not yet one, accept it and refuse the table later.
+struct TableFrames {
+  const PhysRange* ranges = nullptr;
+  unsigned count = 0;
+
+  /// Whether [pa, pa + size) overlaps one of the ranges.
+  [[nodiscard]] constexpr bool overlap(PhysAddr pa, u64 size) const {
+    const u64 lo = pa.value();
+    const u64 hi = lo + (size - 1);
+    for (unsigned k = 0; k < count; ++k) {
+      const u64 r_lo = ranges[k].base.value();
+      if (ranges[k].size != 0 && lo <= r_lo + (ranges[k].size - 1) && r_lo <= hi) return true;
+    }
+    return false;
+  }
+};
+
+/// Bit 52 of a PTE, Xen's _PAGE_GUEST_KERNEL (xen/arch/x86/include/asm/
+/// x86_64/page.h, flag bit 12 of its PTE-flags view): a 64-bit PV guest's
+/// kernel runs in ring 3, so Xen adds U to every present PTE that lacks it
+/// and marks it with this bit, to tell it from a user page.
+inline constexpr u64 kGuestKernelBit = u64{1} << 52;
+
 // ---- The format --------------------------------------------------------------
 
 /// x86-64 4-level paging as a Xen PV guest sees it. The engine works in
@@ -130,12 +166,20 @@ class PvFormat {
  public:
   static constexpr unsigned kMaxLevels = 4;
 
-  /// `features.page_1g` is ignored: PV guests have no superpages.
-  constexpr explicit PvFormat(Tr translation, x86::Features features = {})
-      : inner_(without_large_pages(features)), tr_(translation) {}
+  /// `features.page_1g` is ignored: PV guests have no superpages. `tables`:
+  /// the pages no writable leaf may map (none when empty).
+  constexpr explicit PvFormat(Tr translation, x86::Features features = {}, TableFrames tables = {})
+      : inner_(without_large_pages(features)), tr_(translation), tables_(tables) {}
 
   [[nodiscard]] constexpr const x86::Paging4& inner() const { return inner_; }
   [[nodiscard]] constexpr const Tr& translation() const { return tr_; }
+  [[nodiscard]] constexpr const TableFrames& table_frames() const { return tables_; }
+
+  /// The engine's question before it writes a writable leaf over [pa, pa +
+  /// size): is a page of it a page table, or may it become one?
+  [[nodiscard]] constexpr bool holds_tables(PhysAddr pa, u64 size) const {
+    return tables_.overlap(pa, size);
+  }
 
   [[nodiscard]] constexpr unsigned levels() const { return inner_.levels(); }
   [[nodiscard]] constexpr unsigned page_shift() const { return inner_.page_shift(); }
@@ -157,7 +201,12 @@ class PvFormat {
 
   /// Raw entry (machine frame) -> entry (pseudo-physical frame). A superpage
   /// cannot exist in a PV guest; one would decode by its first frame only.
+  /// A leaf Xen marked as the guest kernel's (kGuestKernelBit) decodes
+  /// without that bit and without the U Xen added along with it, so it reads
+  /// back as what the guest wrote, and writing it again is no change.
   [[nodiscard]] constexpr Entry decode(u64 raw, unsigned level) const {
+    if (level == 0 && (raw & kGuestKernelBit) != 0)
+      raw &= ~(kGuestKernelBit | x86::kUserSupervisor);
     Entry e = inner_.decode(raw, level);
     if (e.valid()) e.pa = tr_.to_pseudo(e.pa.value());
     return e;
@@ -196,6 +245,7 @@ class PvFormat {
 
   x86::Paging4 inner_;
   Tr tr_;
+  TableFrames tables_;
   // Bit L: level L may hold leaves; PV: PTEs only. A member rather than a
   // literal `level == 0`: with the literal, GCC's -Warray-bounds follows the
   // engine's merge path (only reached for level >= 1) into level 0 and
@@ -328,6 +378,142 @@ struct RefusingHypercall {
 }  // namespace detail
 static_assert(EntryWriter<MmuUpdateWriter<detail::RefusingHypercall, IdentityTranslation>>);
 
+// ---- TLB work ---------------------------------------------------------------------
+
+/// Xen's `struct mmuext_op` (xen/include/public/xen.h): `arg1` is a machine
+/// frame or a linear address, `arg2` a count, a vCPU mask or a frame.
+struct MmuextOp {
+  u32 cmd = 0;
+  u64 arg1 = 0;
+  u64 arg2 = 0;
+};
+static_assert(sizeof(MmuextOp) == 24, "Xen's ABI: cmd padded to 8 bytes, two words");
+
+/// mmuext_op commands (xen/include/public/xen.h).
+inline constexpr u32 kMmuextPinL4Table = 3;     // MMUEXT_PIN_L4_TABLE
+inline constexpr u32 kMmuextUnpinTable = 4;     // MMUEXT_UNPIN_TABLE
+inline constexpr u32 kMmuextNewBaseptr = 5;     // MMUEXT_NEW_BASEPTR
+inline constexpr u32 kMmuextTlbFlushLocal = 6;  // MMUEXT_TLB_FLUSH_LOCAL
+inline constexpr u32 kMmuextInvlpgLocal = 7;    // MMUEXT_INVLPG_LOCAL
+
+/// The mmuext_op hypercall, for DOMID_SELF: performs `count` operations in
+/// order and returns 0, or a negative errno.
+template <class H>
+concept MmuextHypercall = requires(H h, const MmuextOp* ops, unsigned count) {
+  { h.mmuext_op(ops, count) } -> std::same_as<int>;
+};
+
+/// A TlbSink for a PV guest, which cannot run INVLPG or load CR3 itself:
+/// each invalidation by address becomes MMUEXT_INVLPG_LOCAL operations, one
+/// per stride of the range (an INVLPG also drops the paging-structure
+/// caches, as the engine's table invalidations need), sent kBatch to a
+/// hypercall; invalidate_all is MMUEXT_TLB_FLUSH_LOCAL. Xen performs them
+/// before the hypercall returns, so complete() has nothing to wait for, and
+/// the writer sent every queued request before the engine publishes
+/// (MmuUpdateWriter::flush), so publish() has nothing to do either.
+///
+/// Local only: a guest with more than one vCPU running the space needs the
+/// MMUEXT_INVLPG_MULTI / TLB_FLUSH_MULTI forms instead.
+///
+/// A refused operation cannot be returned through the engine; the sink
+/// counts it and keeps the first error (failures(), first_error()).
+template <MmuextHypercall H, unsigned kBatch = 16>
+class MmuextSink {
+  static_assert(kBatch >= 1, "a batch holds at least one operation");
+
+ public:
+  explicit MmuextSink(H hypercall) : hypercall_(hypercall) {}
+
+  void publish() {}
+  void invalidate(const TlbRange& r) {
+    MmuextOp ops[kBatch];
+    unsigned n = 0;
+    const u64 stride = u64{1} << r.stride_shift;
+    for (u64 va = r.first.value();; va += stride) {
+      ops[n].cmd = kMmuextInvlpgLocal;
+      ops[n].arg1 = va;
+      ops[n].arg2 = 0;
+      if (++n == kBatch) send(ops, n);
+      // `last` lies inside the last stride; stop before wrapping past it.
+      if (r.last.value() - va < stride) break;
+    }
+    send(ops, n);
+    invlpgs_ += ((r.last.value() - r.first.value()) >> r.stride_shift) + 1;
+  }
+  void invalidate_all(bool /*global*/) {
+    // Guest kernel leaves are never global under PV; a local flush drops
+    // every translation of the guest.
+    MmuextOp op;
+    op.cmd = kMmuextTlbFlushLocal;
+    unsigned n = 1;
+    send(&op, n);
+    ++full_flushes_;
+  }
+  void complete() {}
+
+  /// Operations Xen refused (0 in a healthy guest) and the first error.
+  [[nodiscard]] u64 failures() const { return failures_; }
+  [[nodiscard]] int first_error() const { return first_error_; }
+  /// Pages invalidated by address, and full flushes, for reports.
+  [[nodiscard]] u64 invlpgs() const { return invlpgs_; }
+  [[nodiscard]] u64 full_flushes() const { return full_flushes_; }
+  H& hypercall() { return hypercall_; }
+
+ private:
+  void send(MmuextOp* ops, unsigned& n) {
+    if (n == 0) return;
+    ++hypercalls_;
+    const int rc = hypercall_.mmuext_op(ops, n);
+    if (rc != 0) {
+      if (failures_++ == 0) first_error_ = rc;
+    }
+    n = 0;
+  }
+
+  H hypercall_;
+  u64 failures_ = 0;
+  int first_error_ = 0;
+  u64 invlpgs_ = 0;
+  u64 full_flushes_ = 0;
+  u64 hypercalls_ = 0;
+};
+
+// ---- Transient slots ----------------------------------------------------------------
+
+/// The attributes of a transient slot under PV (early::TransientSlots'
+/// `attrs`): the slots map page-table pages, which a PV guest may map only
+/// read-only (the engine reads through the slot and writes through
+/// MmuUpdateWriter); not global, as no guest kernel leaf is.
+inline constexpr Attrs kSlotAttrs{Perm::R, MemType::WriteBack, false};
+
+/// TransientSlots' SlotEntryStore under PV: a slot's level-0 entry lives in
+/// a page table, which the guest cannot write, so each slot entry change is
+/// one mmu_update request, sent at once (the slot is used right after).
+/// `level0` is the pseudo-physical address of the level-0 table holding the
+/// slot entries. The slot policy's TLB sink (MmuextSink) then invalidates
+/// the slot's page as on bare metal.
+template <Hypercall H, MachineTranslation Tr>
+class SlotEntryUpdate {
+ public:
+  SlotEntryUpdate(H hypercall, Tr translation, PhysAddr level0)
+      : hypercall_(hypercall), tr_(translation), level0_(level0) {}
+
+  bool store(u64* /*entry*/, unsigned index, u64 raw) {
+    const MmuUpdate req{(tr_.to_machine(level0_) + u64{index} * sizeof(u64)) | kMmuNormalPtUpdate,
+                        raw};
+    ++requests_;
+    return hypercall_.mmu_update(&req, 1) == 0;
+  }
+
+  [[nodiscard]] u64 requests() const { return requests_; }
+
+ private:
+  H hypercall_;
+  Tr tr_;
+  PhysAddr level0_;
+  u64 requests_ = 0;
+};
+
 // ---- The allocator ----------------------------------------------------------------
 
 /// Wraps a table allocator: every page it hands out is made read-only by the
@@ -396,12 +582,6 @@ Result<AddressSpace<PvFormat<Tr>, Access, Alloc, Writer, Sink>> create_space(
 }
 
 // ---- The direct map ------------------------------------------------------------------
-
-/// A pseudo-physical range [base, base + size).
-struct PhysRange {
-  PhysAddr base;
-  u64 size = 0;
-};
 
 /// What map_direct() did.
 struct DirectMapReport {
