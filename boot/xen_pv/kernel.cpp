@@ -8,6 +8,7 @@
 #include "machine.hpp"
 #include "random_phase.hpp"
 #include "serial.hpp"
+#include "transient_slots.hpp"
 #include "xen.hpp"
 
 using ptkit::Attrs;
@@ -169,7 +170,7 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     Pool unused_pool{PhysAddr(0)};
     Tables unused(unused_pool, PoolProtection{});
     const Space xen_space(Format(Translation{}), GuestAccess{}, unused,
-                          Writer(xen::MmuUpdateCall{}, Translation{}), XenSink{},
+                          Writer(xen::MmuUpdateCall{}, Translation{}), Sink(xen::MmuextCall{}),
                           PhysAddr(pt_base));
     for (u64 pa = 0; pa < pt_base + nr_pt_frames * kPage; pa += kPage) {
       auto m = xen_space.query(VirtAddr(kVirtBase + pa));
@@ -193,10 +194,13 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
   }
 
   PoolProtection::g_pool_base = pa_of(g_table_pool);
+  g_table_frames[0] = {PhysAddr(pa_of(__pool_start)), static_cast<u64>(__pool_end - __pool_start)};
+  g_table_frames[1] = {PhysAddr(pt_base), nr_pt_frames * kPage};
   Pool pool{PhysAddr(PoolProtection::g_pool_base)};
   Tables tables(pool, PoolProtection{});
-  auto created = ptkit::xen::create_space(Format(Translation{}), GuestAccess{}, tables,
-                                          Writer(xen::MmuUpdateCall{}, Translation{}), XenSink{});
+  auto created = ptkit::xen::create_space(table_guarding_format(), GuestAccess{}, tables,
+                                          Writer(xen::MmuUpdateCall{}, Translation{}),
+                                          Sink(xen::MmuextCall{}));
   {
     Check c("space-create");
     if (!c.expect_ok(created, "create_space")) finish();
@@ -210,14 +214,10 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     // All of pseudo-physical memory at kDirectBase, 4K leaves, the pool and
     // Xen's bootstrap tables without W.
     Check c("direct-map");
-    const ptkit::xen::PhysRange ro[] = {
-        {PhysAddr(pa_of(__pool_start)), static_cast<u64>(__pool_end - __pool_start)},
-        {PhysAddr(pt_base), nr_pt_frames * kPage},
-    };
     Attrs rw{};
     rw.perm = Perm::R | Perm::W;
     auto r = ptkit::xen::map_direct(space, VirtAddr(kDirectBase), {PhysAddr(0), g_nr_pages * kPage},
-                                    ro, 2, rw);
+                                    g_table_frames, 2, rw);
     if (c.expect_ok(r, "map_direct")) {
       c.expect(r->leaves_written == g_nr_pages, "one leaf per page", r->leaves_written);
       c.expect(r->read_only_bytes == (kPoolPages + nr_pt_frames) * kPage, "read-only bytes",
@@ -257,16 +257,28 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
       auto r = space.map(VirtAddr(reinterpret_cast<u64>(p.lo)), PhysAddr(pa_of(p.lo)),
                          static_cast<u64>(p.hi - p.lo), a, mo);
       if (!c.expect_ok(r, "map image section")) break;
-      // Read back through ptkit: Xen adds U to every PTE of a 64-bit PV
-      // guest (its kernel runs in ring 3), the rest is as asked.
+      // Read back through ptkit exactly as asked: Xen adds U and its
+      // guest-kernel bit 52 to every PTE of a 64-bit PV guest's kernel (it
+      // runs in ring 3); PvFormat reads both back as the kernel page it is.
       for (const char* at = p.lo; at < p.hi; at += kPage) {
         auto q = space.query(VirtAddr(reinterpret_cast<u64>(at)));
         if (!c.expect_ok(q, "query image page")) break;
-        if (!c.expect(q->pa.value() == pa_of(at) && (q->attrs.perm & ~Perm::User) == p.perm,
+        if (!c.expect(q->pa.value() == pa_of(at) && q->attrs.perm == p.perm,
                       "image page translation and permissions", pa_of(at),
                       static_cast<u64>(q->attrs.perm)))
           break;
       }
+      // Mapping it again as it is changes nothing: no break, no request.
+      const u64 requests = space.writer().requests();
+      ptkit::MapOptions same = mo;
+      same.existing = ptkit::OnExisting::Replace;
+      auto again = space.map(VirtAddr(reinterpret_cast<u64>(p.lo)), PhysAddr(pa_of(p.lo)),
+                             static_cast<u64>(p.hi - p.lo), a, same);
+      if (c.expect_ok(again, "map the section again"))
+        c.expect(again->stats.breaks == 0 && again->stats.leaves_written == 0 &&
+                     space.writer().requests() == requests,
+                 "the same mapping again is no change", again->stats.breaks,
+                 space.writer().requests() - requests);
     }
     c.expect(!space.writer().failed(), "every mmu_update accepted");
     if (space.writer().failed()) print_failure(space.writer().failure());
@@ -279,14 +291,14 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
       PoolProtection{}.make_readonly(PhysAddr(PoolProtection::g_pool_base + k * kPage));
     c.expect(PoolProtection::g_first_rc == 0, "update_va_mapping",
              static_cast<u64>(PoolProtection::g_first_rc));
-    xen::MmuextOp pin;
-    pin.cmd = xen::kMmuextPinL4Table;
+    ptkit::xen::MmuextOp pin;
+    pin.cmd = ptkit::xen::kMmuextPinL4Table;
     pin.arg1 = Translation{}.to_machine(space.root()) / kPage;
     const int pinned = xen::mmuext(pin);
     c.expect(pinned == 0, "MMUEXT_PIN_L4_TABLE", static_cast<u64>(pinned));
     if (pinned == 0) {
-      xen::MmuextOp base;
-      base.cmd = xen::kMmuextNewBaseptr;
+      ptkit::xen::MmuextOp base;
+      base.cmd = ptkit::xen::kMmuextNewBaseptr;
       base.arg1 = pin.arg1;
       const int switched = xen::mmuext(base);
       c.expect(switched == 0, "MMUEXT_NEW_BASEPTR", static_cast<u64>(switched));
@@ -381,7 +393,8 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
                  (0x7a6b'0000'0000'0000 | tagged[0]),
              "still there through the direct map");
     c.expect(!space.writer().failed(), "every mmu_update accepted");
-    c.expect(XenSink::g_failures == 0, "every MMUEXT invalidation accepted", XenSink::g_failures);
+    c.expect(space.sink().failures() == 0, "every MMUEXT invalidation accepted",
+             space.sink().failures());
   }
   {
     // A large page: ptkit's Xen format refuses it before any request;
@@ -409,19 +422,39 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     }
   }
   {
-    // A writable mapping of a page-table page: ptkit's direct map refuses to
-    // leave a writable leaf over a range declared read-only; forced through
-    // as a raw writable PTE of the root, Xen refuses with -EBUSY.
+    // A writable mapping of a page-table page: ptkit refuses it before any
+    // request, whichever way it is asked for (a map of the root, write
+    // permission added to the direct map's read-only alias of a pool page,
+    // a direct map over a range declared read-only); forced through as a
+    // raw writable PTE of the root, Xen refuses with -EBUSY.
     Check c("refuse-writable-table");
+    const u64 requests = space.writer().requests();
+    const auto refused = [&](const auto& r, const char* what) {
+      c.expect(!r.ok() && r.failure().error == ptkit::Error::WritableTable, what,
+               r.ok() ? 0 : static_cast<u64>(r.failure().error));
+    };
+    refused(space.map(VirtAddr(kWindow + 50 * kPage), space.root(), kPage, rw, page_map),
+            "ptkit: map() of the root writable");
+    refused(space.map(VirtAddr(kWindow + 52 * kPage), PhysAddr(pa_of(__pool_start) - 2 * kPage),
+                      4 * kPage, rw, page_map),
+            "ptkit: map() of 4 pages, the last 2 the pool's");
+    refused(space.protect(VirtAddr(kDirectBase + pa_of(g_table_pool)), kPage,
+                          ptkit::AttrChange{Perm::W, Perm::None}),
+            "ptkit: write added to a pool page's alias");
+    refused(space.map(VirtAddr(kWindow + 56 * kPage), PhysAddr(pt_base - kPage), 2 * kPage, rw,
+                      page_map),
+            "ptkit: map() over the first page of Xen's tables");
     const u64 page = tagged[2];
     const ptkit::xen::PhysRange declared[] = {{PhysAddr(page), kPage}};
-    const u64 requests = space.writer().requests();
     auto r = ptkit::xen::map_direct(space, VirtAddr(kWindow + 2 * kPage - page),
                                     {PhysAddr(page), kPage}, declared, 1, rw);
     c.expect(!r.ok() && r.failure().error == ptkit::Error::AlreadyMapped,
              "ptkit: writable leaf over a read-only range",
              r.ok() ? 0 : static_cast<u64>(r.failure().error));
-    c.expect(space.writer().requests() == requests, "ptkit: no request issued");
+    c.expect(space.writer().requests() == requests && space.writer().pending() == 0,
+             "ptkit: no request issued");
+    auto ro = space.query(VirtAddr(kDirectBase + pa_of(g_table_pool)));
+    c.expect(ro.ok() && !has(ro->attrs.perm, Perm::W), "the pool alias stayed read-only");
     PhysAddr l1;
     unsigned index = 0;
     const VirtAddr hole(kWindow + 40 * kPage);
@@ -438,6 +471,10 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
                "the refused entry stayed invalid");
     }
   }
+  TransientSlotCheck(space, tables, [](u64 va) {
+    u64 v = 0;
+    return probe_read(reinterpret_cast<const volatile u64*>(va), &v);
+  }).run();
   {
     // 4 MiB of tagged memory from 16 MiB (past Xen's bootstrap area), a
     // window of four L1s' worth.
@@ -449,18 +486,20 @@ extern "C" [[noreturn]] void kmain(const kernel::xen::StartInfo* si) {
     RandomPhase(space, config).run();
   }
   {
-    // Last, because it leaves the space broken: a plain map() of a table
-    // page writable is not stopped by ptkit (only map_direct guards its
-    // read-only ranges); Xen refuses the request with -EBUSY and the writer
-    // records it, with the request it refused.
+    // Last, because it leaves the space broken: with the same tables behind
+    // a format that was not told which pages are tables, a plain map() of
+    // the root writable goes out; Xen refuses the request with -EBUSY and
+    // the writer records it, with the request it refused.
     Check c("writer-records-refusal");
-    const u64 hypercalls = space.writer().hypercalls();
+    Space unguarded(Format(Translation{}), GuestAccess{}, tables,
+                    Writer(xen::MmuUpdateCall{}, Translation{}), Sink(xen::MmuextCall{}),
+                    space.root());
     const VirtAddr va(kWindow + 50 * kPage);
-    auto r = space.map(va, space.root(), kPage, rw, page_map);
+    auto r = unguarded.map(va, space.root(), kPage, rw, page_map);
     c.expect_ok(r, "map (the engine's view)");
-    c.expect(space.writer().hypercalls() > hypercalls, "requests sent");
-    c.expect(space.writer().failed(), "writer: failed()");
-    const ptkit::xen::UpdateFailure& f = space.writer().failure();
+    c.expect(unguarded.writer().hypercalls() > 0, "requests sent");
+    c.expect(unguarded.writer().failed(), "writer: failed()");
+    const ptkit::xen::UpdateFailure& f = unguarded.writer().failure();
     print_failure(f);
     c.expect(f.rc == kEbusy, "rc -EBUSY", static_cast<u64>(f.rc));
     c.expect((f.request.val & 0x000F'FFFF'FFFF'F000) == Translation{}.to_machine(space.root()),

@@ -73,30 +73,7 @@ struct GuestAccess {
 static_assert(ptkit::TableAccess<GuestAccess>);
 
 /// TLB work as MMUEXT ops (a PV kernel cannot run INVLPG itself).
-struct XenSink {
-  void publish() {}  // the writer sent every queued request before this
-  void invalidate(const ptkit::TlbRange& r) {
-    const u64 pages = ((r.last.value() - r.first.value()) >> r.stride_shift) + 1;
-    if (r.stride_shift != 12 || pages > 8) {
-      invalidate_all(r.global);
-      return;
-    }
-    for (u64 k = 0; k < pages; ++k) {
-      xen::MmuextOp op;
-      op.cmd = xen::kMmuextInvlpgLocal;
-      op.arg1 = r.first.value() + (k << 12);
-      if (xen::mmuext(op) != 0) ++g_failures;
-    }
-  }
-  void invalidate_all(bool) {
-    xen::MmuextOp op;
-    op.cmd = xen::kMmuextTlbFlushLocal;
-    if (xen::mmuext(op) != 0) ++g_failures;
-  }
-  void complete() {}  // MMUEXT ops complete before the hypercall returns
-  static inline u64 g_failures = 0;
-};
-static_assert(ptkit::TlbSink<XenSink>);
+using Sink = ptkit::xen::MmuextSink<xen::MmuextCall>;
 
 /// ReadOnlyTables' hook: a pool page becomes read-only in Xen's bootstrap
 /// mapping of the image (kVirtBase + pa), through invalid first (two
@@ -131,6 +108,14 @@ using Format = ptkit::xen::PvFormat<Translation>;
 using Pool = ptkit::StaticPoolAllocator<kPoolPages>;
 using Tables = ptkit::xen::ReadOnlyTables<Pool, PoolProtection>;
 using Writer = ptkit::xen::MmuUpdateWriter<xen::MmuUpdateCall, Translation>;
-using Space = ptkit::AddressSpace<Format, GuestAccess, Tables, Writer, XenSink>;
+using Space = ptkit::AddressSpace<Format, GuestAccess, Tables, Writer, Sink>;
+
+/// The pages that hold or may hold page tables: the pool and the tables Xen
+/// built (filled in by kmain); the format makes ptkit refuse a writable leaf
+/// over any of them.
+inline ptkit::xen::PhysRange g_table_frames[2];
+inline Format table_guarding_format() {
+  return Format(Translation{}, {}, ptkit::xen::TableFrames{g_table_frames, 2});
+}
 
 }  // namespace kernel

@@ -34,13 +34,6 @@ inline constexpr u64 kSchedOpShutdown = 2;    // SCHEDOP_shutdown
 inline constexpr u64 kShutdownCrash = 3;      // SHUTDOWN_crash
 inline constexpr u16 kFlatKernelCs = 0xe033;  // FLAT_KERNEL_CS64 (xen-x86_64.h)
 
-// mmuext_op commands (xen.h).
-inline constexpr u32 kMmuextPinL4Table = 3;
-inline constexpr u32 kMmuextUnpinTable = 4;
-inline constexpr u32 kMmuextNewBaseptr = 5;
-inline constexpr u32 kMmuextTlbFlushLocal = 6;
-inline constexpr u32 kMmuextInvlpgLocal = 7;
-
 /// Where the M2P table is mapped read-only in every 64-bit PV guest
 /// (MACH2PHYS_VIRT_START, xen-x86_64.h): one u64 pfn per machine frame.
 inline constexpr u64 kMachToPhys = 0xFFFF800000000000;
@@ -63,14 +56,6 @@ struct StartInfo {
 };
 static_assert(__builtin_offsetof(StartInfo, pt_base) == 88, "start_info layout");
 static_assert(__builtin_offsetof(StartInfo, cmd_line) == 128, "start_info layout");
-
-/// struct mmuext_op (xen.h).
-struct MmuextOp {
-  u32 cmd = 0;
-  u64 arg1 = 0;  // mfn or linear_addr
-  u64 arg2 = 0;  // nr_ents, vcpumask or src_mfn
-};
-static_assert(sizeof(MmuextOp) == 24, "mmuext_op layout");
 
 /// struct trap_info (arch-x86/xen.h); a table ends with address 0.
 struct TrapInfo {
@@ -102,9 +87,11 @@ inline int mmu_update(const ptkit::xen::MmuUpdate* reqs, unsigned count, unsigne
                                                 reinterpret_cast<u64>(done), kDomidSelf));
 }
 
-inline int mmuext(const MmuextOp& op) {
-  return static_cast<int>(hypercall<kMmuextOp>(reinterpret_cast<u64>(&op), 1, 0, kDomidSelf));
+/// HYPERVISOR_mmuext_op(ops, count, NULL, DOMID_SELF).
+inline int mmuext(const ptkit::xen::MmuextOp* ops, unsigned count) {
+  return static_cast<int>(hypercall<kMmuextOp>(reinterpret_cast<u64>(ops), count, 0, kDomidSelf));
 }
+inline int mmuext(const ptkit::xen::MmuextOp& op) { return mmuext(&op, 1); }
 
 inline int update_va_mapping(u64 va, u64 pte, u64 flags) {
   return static_cast<int>(hypercall<kUpdateVaMapping>(va, pte, flags));
@@ -124,6 +111,11 @@ struct MmuUpdateCall {
   int mmu_update(const ptkit::xen::MmuUpdate* reqs, unsigned count, unsigned* done) {
     return xen::mmu_update(reqs, count, done);
   }
+};
+
+/// The ptkit sink's hypercall: mmuext_op for DOMID_SELF.
+struct MmuextCall {
+  int mmuext_op(const ptkit::xen::MmuextOp* ops, unsigned count) { return mmuext(ops, count); }
 };
 
 }  // namespace kernel::xen
