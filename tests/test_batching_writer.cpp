@@ -20,15 +20,17 @@ struct QueueWriter {
   std::vector<std::pair<u64*, u64>>* queue;
   u64* flushes;
 
-  void store(u64* slot, u64 value, const WriteSite&) { queue->emplace_back(slot, value); }
-  void store_fresh(u64* slot, u64 value, const WriteSite&) { queue->emplace_back(slot, value); }
-  void flush() {
+  void store(u64* slot, u64 value, const WriteSite&) const { queue->emplace_back(slot, value); }
+  void store_fresh(u64* slot, u64 value, const WriteSite&) const {
+    queue->emplace_back(slot, value);
+  }
+  void flush() const {
     if (queue->empty()) return;
     ++*flushes;
     for (auto [slot, value] : *queue) *slot = value;
     queue->clear();
   }
-  void before_read(const u64* first, u64 count) {
+  void before_read(const u64* first, u64 count) const {
     for (auto [slot, value] : *queue) {
       if (slot >= first && slot < first + count) {
         flush();
@@ -45,8 +47,8 @@ class TwoAliases {
  public:
   static constexpr u64 kBase = 0x0000'0040'0000'0000;
 
-  explicit TwoAliases(u64 pages) : size_(pages * kTablePageSize) {
-    fd_ = memfd_create("ptkit-aliases", 0);
+  explicit TwoAliases(u64 pages)
+      : size_(pages * kTablePageSize), fd_(memfd_create("ptkit-aliases", 0)) {
     if (fd_ < 0 || ftruncate(fd_, static_cast<off_t>(size_)) != 0) std::abort();
     for (u8*& a : alias_) {
       void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
@@ -60,19 +62,21 @@ class TwoAliases {
   }
   TwoAliases(const TwoAliases&) = delete;
   TwoAliases& operator=(const TwoAliases&) = delete;
+  TwoAliases(TwoAliases&&) = delete;
+  TwoAliases& operator=(TwoAliases&&) = delete;
 
   struct Access {
     TwoAliases* memory;
     u64* table(PhysAddr pa) const {
       u8* a = memory->alias_[memory->opened_++ & 1];
-      return reinterpret_cast<u64*>(a + (pa.value() - kBase));
+      return reinterpret_cast<u64*>(a + (pa.value() - kBase));  // NOLINT: table memory
     }
     void done(u64*) const {}
   };
   Access access() { return Access{this}; }
   /// For the allocator, which only needs one stable view.
   [[nodiscard]] OffsetAccess first_alias() const {
-    return OffsetAccess{reinterpret_cast<u64>(alias_[0]) - kBase};
+    return OffsetAccess{reinterpret_cast<u64>(alias_[0]) - kBase};  // NOLINT: an address
   }
   [[nodiscard]] u64 opened() const { return opened_; }
 

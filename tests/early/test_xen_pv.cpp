@@ -826,7 +826,7 @@ TEST(XenPv, GuestKernelMarksDecodeAsTheLeafTheGuestWrote) {
 struct FakeMmuext {
   std::vector<std::vector<xen::MmuextOp>>* calls;
   int rc = 0;
-  int mmuext_op(const xen::MmuextOp* ops, unsigned n) {
+  int mmuext_op(const xen::MmuextOp* ops, unsigned n) const {
     calls->emplace_back(ops, ops + n);
     return rc;
   }
@@ -853,10 +853,10 @@ TEST(XenPv, MmuextSinkBatchesInvalidations) {
   EXPECT_EQ(calls[2].size(), 2u);
   EXPECT_EQ(calls[2][1].arg1, va + 9 * kPage);
   calls.clear();
-  sink.invalidate(TlbRange{VirtAddr(va), VirtAddr(va + 3 * 2 * MiB - 1), 21, false, true});
+  sink.invalidate(TlbRange{VirtAddr(va), VirtAddr(va + 6 * MiB - 1), 21, false, true});
   ASSERT_EQ(calls.size(), 1u);
   ASSERT_EQ(calls[0].size(), 3u);
-  EXPECT_EQ(calls[0][2].arg1, va + 2 * 2 * MiB);
+  EXPECT_EQ(calls[0][2].arg1, va + 4 * MiB);
   EXPECT_EQ(sink.invlpgs(), 14u);
   // The top of the address space does not wrap.
   calls.clear();
