@@ -901,17 +901,16 @@ class AddressSpace {
       if (g.contiguous && g.change) {
         // A whole run, from its first entry, holding its run's addresses in
         // order (as the general path would rewrite them).
+        // Runs that follow it holding the next addresses (raw + k * delta,
+        // without carrying out of the address field) are whole runs too,
+        // from their first entry on, with the same attributes: one rewrite.
         const unsigned run = run_entries_[level];
         const u64 run_bits = (g.delta * run - 1) & ~(g.delta - 1) & g.address;
         if (((i + done_n) & (run - 1)) != 0 || done_n + run > n_max || (raw & run_bits) != 0) break;
-        bool linear = true;
-        for (unsigned k = 1; k < run && linear; ++k) {
-          const u64 want = raw + k * g.delta;
-          linear = __atomic_load_n(&t[done_n + k], __ATOMIC_RELAXED) == want &&
-                   ((want ^ raw) & ~g.address) == 0;
-        }
-        if (!linear) break;
-        n = run;
+        const LeafStep step{true, g.delta, g.address, 0};
+        const u64 linear = 1 + count_linear(&t[done_n + 1], n_max - done_n - 1, raw, step);
+        if (linear < run) break;
+        n = linear - linear % run;
       } else {
         n += count_matching(&t[done_n + 1], n_max - done_n - 1, ~g.free, g.key);
       }
@@ -933,19 +932,35 @@ class AddressSpace {
   }
 
   /// How many of the `count` entries from `t` satisfy (raw & mask) == key, up
-  /// to the first that does not. The hot loop of protect's fast path: four
-  /// entries per test.
+  /// to the first that does not. The hot loop of protect's fast path, run by
+  /// both passes: eight entries (a cache line) per test, with plain loads so
+  /// that the compiler vectorizes the block. Only a decision is read here
+  /// (like table_empty()); the rewrite re-reads each entry atomically.
   static u64 count_matching(const u64* t, u64 count, u64 mask, u64 key) {
     u64 n = 0;
-    for (; n + 4 <= count; n += 4) {
-      const u64 d0 = (__atomic_load_n(&t[n], __ATOMIC_RELAXED) & mask) ^ key;
-      const u64 d1 = (__atomic_load_n(&t[n + 1], __ATOMIC_RELAXED) & mask) ^ key;
-      const u64 d2 = (__atomic_load_n(&t[n + 2], __ATOMIC_RELAXED) & mask) ^ key;
-      const u64 d3 = (__atomic_load_n(&t[n + 3], __ATOMIC_RELAXED) & mask) ^ key;
-      if ((d0 | d1 | d2 | d3) != 0) break;
-    }
-    while (n < count && (__atomic_load_n(&t[n], __ATOMIC_RELAXED) & mask) == key) ++n;
+    while (n + 8 <= count && block_mismatch(&t[n], mask, key) == 0) n += 8;
+    while (n < count && (t[n] & mask) == key) ++n;
     return n;
+  }
+
+  /// The OR over the eight entries from `t` of (raw & mask) ^ key: zero when
+  /// all eight satisfy (raw & mask) == key. Read in 16-byte vectors (a GCC and
+  /// Clang extension; targets without vectors get pairs of words), because
+  /// compilers do not vectorize the reduction themselves and the scans that
+  /// use this run at the speed of their instructions, not of memory. Only
+  /// decisions are read this way (each 64-bit lane is one whole entry); entries
+  /// are rewritten one atomic store at a time.
+  static u64 block_mismatch(const u64* t, u64 mask, u64 key) {
+    using Pair = u64 __attribute__((vector_size(16)));
+    const Pair m = {mask, mask};
+    const Pair k = {key, key};
+    Pair a, b, c, d;
+    __builtin_memcpy(&a, &t[0], sizeof a);
+    __builtin_memcpy(&b, &t[2], sizeof b);
+    __builtin_memcpy(&c, &t[4], sizeof c);
+    __builtin_memcpy(&d, &t[6], sizeof d);
+    const Pair x = ((a & m) ^ k) | ((b & m) ^ k) | ((c & m) ^ k) | ((d & m) ^ k);
+    return x[0] | x[1];
   }
 
   /// How many of the `count` entries from `t` hold raw + step.delta, raw +
