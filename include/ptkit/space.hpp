@@ -751,7 +751,7 @@ class AddressSpace {
 
   bool unmap_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
     Run run;
-    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+    const auto one = [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (c.req.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
@@ -789,13 +789,61 @@ class AddressSpace {
       }
       done(child);
       return ok;
-    });
+    };
+    // Holes skipped are passed over a stretch at a time (a reset of a large,
+    // sparsely mapped window is mostly holes).
+    return for_each_stretch(level, lo, hi,
+                            [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) -> u64 {
+                              if (c.req.holes == OnHole::Skip && !view.synthetic) {
+                                const u64 n = count_invalid(view, level, i, base, hi);
+                                if (n != 0) return n;
+                              }
+                              return one(i, base, s_lo, s_hi, full) ? 1 : 0;
+                            });
   }
 
-  bool table_empty(const View& v, unsigned level) const {
-    before_read(v.ptr, entries(level));
-    for (u64 i = 0; i < entries(level); ++i)
-      if (format_.is_valid_raw(v.ptr[i], level)) return false;
+  /// How many entries of a real table from `i` (mapping `base`), up to the
+  /// last that [base, hi] touches, are invalid, up to the first valid one.
+  u64 count_invalid(const View& v, unsigned level, unsigned i, u64 base, u64 hi) const {
+    u64 limit = ((hi - base) >> span_shift_[level]) + 1;
+    if (limit > entries(level) - i) limit = entries(level) - i;
+    const u64* t = v.ptr + i;
+    before_read(t, limit);
+    u64 n = 0;
+    if (!format_.is_valid_raw(0, level)) {  // eight zero entries at a time first
+      while (n + 8 <= limit && block_mismatch(&t[n], ~u64{0}, 0) == 0) n += 8;
+    }
+    while (n < limit && !format_.is_valid_raw(t[n], level)) ++n;
+    return n;
+  }
+
+  /// Whether no entry of the table is valid. `near`: an entry just made
+  /// invalid; its neighbours are checked first, as a table with another valid
+  /// entry often has one close by. Where a raw 0 is invalid (every format;
+  /// encode() writes it for the invalid entry), eight entries at a time are
+  /// tested for all zero (block_mismatch()); a block that is not is decoded
+  /// entry by entry. A table found empty has been read whole: on a cold
+  /// table, that read is most of an unmap's cost.
+  bool table_empty(const View& v, unsigned level, unsigned near = 0) const {
+    const u64 n = entries(level);
+    const u64* t = v.ptr;
+    before_read(t, n);
+    constexpr u64 kBlock = 8;  // one 64-byte cache line of entries
+    const auto block_empty = [&](u64 first) {
+      if (block_mismatch(&t[first], ~u64{0}, 0) == 0) return true;
+      for (u64 k = 0; k < kBlock; ++k)
+        if (format_.is_valid_raw(t[first + k], level)) return false;
+      return true;
+    };
+    if (format_.is_valid_raw(0, level) || n % kBlock != 0) {
+      for (u64 i = 0; i < n; ++i)
+        if (format_.is_valid_raw(t[i], level)) return false;
+      return true;
+    }
+    const u64 first = (near % n) & ~(kBlock - 1);
+    if (!block_empty(first)) return false;
+    for (u64 b = 0; b < n; b += kBlock)
+      if (b != first && !block_empty(b)) return false;
     return true;
   }
 
