@@ -353,6 +353,19 @@ class AddressSpace {
 
   Result<Outcome> run(const Request& r) {
     if (r.invalid) return r.failure;
+    if (engine_fast_paths()) {
+      Ctx ctx{r, Pass::Apply};
+      const Fast fast = r.op == Op::Map     ? map_one_leaf(ctx)
+                        : r.op == Op::Unmap ? unmap_one_leaf(ctx)
+                                            : Fast::Declined;
+      if (fast == Fast::OutOfTables)
+        return Failure{r.op, Error::OutOfTables, VirtAddr(r.lo),
+                       {},   kNoLevel,           ctx.stats.tables_needed};
+      if (fast == Fast::Done) {
+        alloc_.give_back_unused();
+        return finish(ctx);
+      }
+    }
     Ctx plan_ctx{r, Pass::Plan};
     if (!dispatch(plan_ctx)) return plan_ctx.failure;
     const u64 needed = plan_ctx.stats.tables_needed;
@@ -431,6 +444,151 @@ class AddressSpace {
     }
     c.token.add_free(table);
     ++c.stats.tables_freed;
+  }
+
+  // ---- Single-leaf fast paths -------------------------------------------------
+  //
+  // A map or unmap of exactly one leaf (a page fault, a scattered edit) is
+  // dominated by the descent from the root, which the plan and apply passes
+  // each do. For the simple cases the fast paths below descend once: reading
+  // only, they decide whether the case is theirs and count the tables it
+  // needs; then they reserve (OutOfTables before any write) and write through
+  // the same helpers the apply pass uses, so the tables, stats, stores and TLB
+  // work are the general path's (tests compare them on every format). Every
+  // other case is declined before anything is written, and the general path
+  // runs as if the fast path did not exist.
+
+  enum class Fast : u8 { Declined, Done, OutOfTables };
+
+  /// Whether the engine takes its fast paths. A format may opt out with
+  /// `static constexpr bool kEngineFastPaths = false` (tests do, to compare
+  /// the fast paths with the general path).
+  static constexpr bool engine_fast_paths() {
+    if constexpr (requires { Format::kEngineFastPaths; }) return Format::kEngineFastPaths;
+    return true;
+  }
+
+  /// The tables a single-leaf fast path holds, from the root down.
+  struct Path {
+    View view[Format::kMaxLevels];
+    unsigned top = 0;
+    unsigned bottom = 0;  // the lowest level reached; view[top..bottom] are held
+  };
+
+  void release_path(Path& p) {
+    for (unsigned level = p.bottom; level <= p.top; ++level) done(p.view[level]);
+  }
+
+  /// map() of one leaf of a size leaf_ok() allows into an invalid entry below
+  /// existing tables (or an invalid entry higher up, with the tables below it
+  /// new): what the general path does there is write the leaf, or
+  /// map_new_table(). Declines a valid entry on the way or at the leaf
+  /// (AlreadyMapped, Replace, Keep, splits) and merges.
+  Fast map_one_leaf(Ctx& c) {
+    const Request& r = c.req;
+    if (r.merge) return Fast::Declined;
+    const u64 size = r.hi - r.lo + 1;
+    unsigned leaf = format_.levels();
+    for (unsigned level = 0; level < format_.levels(); ++level)
+      if (leaf_size(level) == size) leaf = level;
+    // The general path writes one leaf only where the range covers the entry
+    // whole and leaf_ok() allows it (validation checked the alignment of the
+    // smallest allowed leaf only).
+    if (leaf == format_.levels() || !is_aligned(r.lo, size) || !leaf_ok(r, leaf))
+      return Fast::Declined;
+    Path p;
+    p.top = p.bottom = format_.levels() - 1;
+    p.view[p.top] = real(root_);
+    Fast result = Fast::Declined;
+    for (unsigned level = p.top;; --level) {
+      const View& view = p.view[level];
+      const unsigned i = index_of(r.lo, level);
+      const u64 raw = read(view, level, i);
+      if (level == leaf) {
+        if (!format_.is_valid_raw(raw, level)) {
+          Run run;
+          const bool hint = fresh_run(r, view, level, r.lo, run);
+          store(c, view, level, i,
+                format_.encode(Entry::leaf(PhysAddr(r.lo + r.delta), r.attrs, 0, hint), level));
+          ++c.stats.leaves_written;
+          result = Fast::Done;
+        }
+        break;
+      }
+      if (!format_.is_valid_raw(raw, level)) {
+        const u64 needed = tables_for_fresh(r, level - 1, r.lo, r.hi);
+        c.stats.tables_needed = needed;
+        if (!alloc_.reserve(needed)) {
+          result = Fast::OutOfTables;
+          break;
+        }
+        map_new_table(c, level, view, i, r.lo, r.hi);
+        PTKIT_INVARIANT(c.stats.tables_allocated <= needed);
+        result = Fast::Done;
+        break;
+      }
+      const Entry e = format_.decode(raw, level);
+      if (!e.is_table()) break;
+      p.view[level - 1] = real(e.pa);
+      p.bottom = level - 1;
+    }
+    release_path(p);
+    return result;
+  }
+
+  /// unmap() of exactly one plain leaf (no contiguous hint) below tables that
+  /// the range does not cover whole: the general path invalidates the leaf,
+  /// then frees each table on the way up that is now empty. Declines holes,
+  /// partial leaves (splits) and runs of the hint.
+  Fast unmap_one_leaf(Ctx& c) {
+    const Request& r = c.req;
+    Path p;
+    p.top = p.bottom = format_.levels() - 1;
+    p.view[p.top] = real(root_);
+    unsigned index[Format::kMaxLevels] = {};
+    PhysAddr table_pa[Format::kMaxLevels] = {};  // the table each level's entry points to
+    Entry leaf{};
+    unsigned level = p.top;
+    for (;; --level) {
+      const View& view = p.view[level];
+      index[level] = index_of(r.lo, level);
+      const u64 raw = read(view, level, index[level]);
+      if (!format_.is_valid_raw(raw, level)) break;
+      const u64 span = leaf_size(level);
+      const u64 base = align_down(r.lo, span);
+      const bool full = base == r.lo && r.hi - r.lo == span - 1;
+      const Entry e = entry_at(raw, level, base);
+      if (e.is_leaf()) {
+        if (full && !e.contiguous) leaf = e;
+        break;
+      }
+      // A table the range covers whole goes with everything below it: that
+      // is the general path's.
+      if (full || level == 0) break;
+      table_pa[level] = e.pa;
+      p.view[level - 1] = real(e.pa);
+      p.bottom = level - 1;
+    }
+    if (!leaf.is_leaf()) {
+      release_path(p);
+      return Fast::Declined;
+    }
+    store(c, p.view[level], level, index[level], format_.encode(Entry::invalid(), level));
+    owe(c, r.lo, r.hi, span_shift_[level], leaf.attrs.global, false);
+    ++c.stats.leaves_written;
+    // Up the path: a table that is empty now is unlinked and freed after the
+    // TLB work. One that is not keeps its parent non-empty, so the walk ends.
+    for (unsigned up = level + 1; up <= p.top; ++up) {
+      const View& child = p.view[up - 1];
+      if (!table_empty(child, up - 1, index[up - 1])) break;
+      store(c, p.view[up], up, index[up], format_.encode(Entry::invalid(), up));
+      owe(c, r.lo, r.hi, span_shift_[up - 1], false, true);
+      done(child);
+      p.bottom = up;
+      free_later(c, table_pa[up]);
+    }
+    release_path(p);
+    return Fast::Done;
   }
 
   // ---- The cursor: one walker for every operation ----------------------------
