@@ -1079,11 +1079,11 @@ TYPED_TEST(SingleLeafTest, FastPathsEqualTheGeneralPath) {
   std::mt19937_64 rng(seed);
   auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
 
+  u64 single_maps = 0, single_unmaps = 0;
   for (const u64 pages : {u64{2048}, u64{12}}) {
     SCOPED_TRACE(testing::Message() << pages << " table pages, seed " << seed);
     Fixture<TypeParam> fast(pages);
     Fixture<GeneralOnly<TypeParam>> general(pages);
-    const auto& f = fast.s().format();
     const u64 P = fast.page(), B = fast.block();
     const u64 span2 = fast.level2_span();
     const u64 window = 2 * span2, lo = fast.va_base();
@@ -1096,8 +1096,33 @@ TYPED_TEST(SingleLeafTest, FastPathsEqualTheGeneralPath) {
          Attrs{RW, MemType::Uncached, false}});
     ASSERT_FALSE(attrs.empty());
 
-    const u64 ops = scaled(pages > 100 ? 250 : 120, 60);
-    u64 single_maps = 0, single_unmaps = 0, out_of_tables = 0;
+    // The same result, stats, token, tables, stores and invalidations.
+    const auto same = [&](Result<Outcome>& r1, Result<Outcome>& r2, u64 op, bool single) {
+      ASSERT_EQ(r1.ok(), r2.ok()) << "op " << op << (single ? " (single leaf)" : "");
+      if (r1.ok()) {
+        expect_same_stats(r1->stats, r2->stats, op);
+        EXPECT_EQ(r1->token.pending(), r2->token.pending()) << "op " << op;
+        if (r1->token.pending()) {
+          EXPECT_EQ(r1->token.batch().range(), r2->token.batch().range()) << "op " << op;
+          EXPECT_EQ(r1->token.pending_frees(), r2->token.pending_frees()) << "op " << op;
+        }
+        fast.s().flush(std::move(r1->token));
+        general.s().flush(std::move(r2->token));
+      } else {
+        EXPECT_EQ(r1.error(), r2.error()) << "op " << op;
+        EXPECT_EQ(r1.failure().va, r2.failure().va) << "op " << op;
+        EXPECT_EQ(r1.failure().level, r2.failure().level) << "op " << op;
+        EXPECT_EQ(r1.failure().needed, r2.failure().needed) << "op " << op;
+      }
+      SCOPED_TRACE(testing::Message() << "op " << op << ", seed " << seed);
+      ASSERT_EQ(fast.snapshot(), general.snapshot());
+      ASSERT_EQ(describe_events(fast.recorder.events), describe_events(general.recorder.events));
+      ASSERT_EQ(fast.tables_in_use(), general.tables_in_use());
+      fast.recorder.events.clear();
+      general.recorder.events.clear();
+    };
+
+    const u64 ops = scaled(pages > 100 ? 160 : 100, 60);
     for (u64 op = 0; op < ops; ++op) {
       const u64 kind = pick(10);
       const unsigned level = levels[pick(levels.size())];
@@ -1134,7 +1159,6 @@ TYPED_TEST(SingleLeafTest, FastPathsEqualTheGeneralPath) {
         r1 = fast.s().map(VirtAddr(va), PhysAddr(pa), size, a, mo);
         r2 = general.s().map(VirtAddr(va), PhysAddr(pa), size, a, mo);
         single_maps += r1.ok() && r1->stats.leaves_written == 1;
-        out_of_tables += !r1.ok() && r1.error() == Error::OutOfTables;
       } else {  // one leaf (sometimes a whole table's span) unmapped
         single = true;
         const u64 usize = pick(8) == 0 ? fast.s().leaf_size(level + 1) : size;
@@ -1147,36 +1171,31 @@ TYPED_TEST(SingleLeafTest, FastPathsEqualTheGeneralPath) {
         r2 = general.s().unmap(VirtAddr(uva), usize, uo);
         single_unmaps += r1.ok() && r1->stats.leaves_written == 1;
       }
-      ASSERT_EQ(r1.ok(), r2.ok()) << "op " << op << (single ? " (single leaf)" : "");
-      if (r1.ok()) {
-        expect_same_stats(r1->stats, r2->stats, op);
-        EXPECT_EQ(r1->token.pending(), r2->token.pending()) << "op " << op;
-        if (r1->token.pending()) {
-          EXPECT_EQ(r1->token.batch().range(), r2->token.batch().range()) << "op " << op;
-          EXPECT_EQ(r1->token.pending_frees(), r2->token.pending_frees()) << "op " << op;
-        }
-        fast.s().flush(std::move(r1->token));
-        general.s().flush(std::move(r2->token));
-      } else {
-        EXPECT_EQ(r1.error(), r2.error()) << "op " << op;
-        EXPECT_EQ(r1.failure().va, r2.failure().va) << "op " << op;
-        EXPECT_EQ(r1.failure().level, r2.failure().level) << "op " << op;
-        EXPECT_EQ(r1.failure().needed, r2.failure().needed) << "op " << op;
-      }
-      SCOPED_TRACE(testing::Message() << "op " << op << ", seed " << seed);
-      ASSERT_EQ(fast.snapshot(), general.snapshot());
-      ASSERT_EQ(describe_events(fast.recorder.events), describe_events(general.recorder.events));
-      ASSERT_EQ(fast.tables_in_use(), general.tables_in_use());
-      fast.recorder.events.clear();
-      general.recorder.events.clear();
+      same(r1, r2, op, single);
+      if (::testing::Test::HasFatalFailure()) return;
     }
-    // The cases the fast paths take came up.
-    EXPECT_GT(single_maps, ops / 20);
-    EXPECT_GT(single_unmaps, ops / 40);
-    if (pages < 100 && f.levels() > 2) {  // (two levels need few tables)
-      EXPECT_GT(out_of_tables, 0u);
+    if (pages > 100) continue;
+    // Then the small pool is exhausted for sure: single pages, each under
+    // a table of its own, until a map fails with OutOfTables.
+    bool out_of_tables = false;
+    for (u64 k = 0; k < pages + 2 && !out_of_tables; ++k) {
+      const u64 va = lo + (k + 5) * B + P;
+      MapOptions mo;
+      mo.existing = OnExisting::Replace;  // splitting what is there, if anything
+      mo.allow_split = true;
+      mo.leaf_sizes = P;
+      Result<Outcome> r1 = fast.s().map(VirtAddr(va), PhysAddr(pa_base + k * B), P, attrs[0], mo);
+      Result<Outcome> r2 =
+          general.s().map(VirtAddr(va), PhysAddr(pa_base + k * B), P, attrs[0], mo);
+      out_of_tables = !r1.ok() && r1.error() == Error::OutOfTables;
+      same(r1, r2, ops + k, true);
+      if (::testing::Test::HasFatalFailure()) return;
     }
+    EXPECT_TRUE(out_of_tables);
   }
+  // The cases the fast paths take came up.
+  EXPECT_GT(single_maps, 10u);
+  EXPECT_GT(single_unmaps, 5u);
 }
 
 // The benchmark's case: scattered pages, each in a table of its own, mapped

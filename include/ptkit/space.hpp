@@ -981,7 +981,7 @@ class AddressSpace {
   /// encode() writes it for the invalid entry), eight entries at a time are
   /// tested for all zero (block_mismatch()); a block that is not is decoded
   /// entry by entry. A table found empty has been read whole: on a cold
-  /// table, that read is most of an unmap's cost.
+  /// table, that read is most of a single-leaf unmap's cost.
   bool table_empty(const View& v, unsigned level, unsigned near = 0) const {
     const u64 n = entries(level);
     const u64* t = v.ptr;
@@ -1000,6 +1000,9 @@ class AddressSpace {
     }
     const u64 first = (near % n) & ~(kBlock - 1);
     if (!block_empty(first)) return false;
+    // The rest is likely read whole: ask for every line at once, so the
+    // misses overlap instead of waiting for the hardware prefetcher to ramp.
+    for (u64 b = 0; b < n; b += kBlock) __builtin_prefetch(&t[b]);
     for (u64 b = 0; b < n; b += kBlock)
       if (b != first && !block_empty(b)) return false;
     return true;
@@ -1160,12 +1163,12 @@ class AddressSpace {
     using Pair = u64 __attribute__((vector_size(16)));
     const Pair m = {mask, mask};
     const Pair k = {key, key};
-    Pair a, b, c, d;
-    __builtin_memcpy(&a, &t[0], sizeof a);
-    __builtin_memcpy(&b, &t[2], sizeof b);
-    __builtin_memcpy(&c, &t[4], sizeof c);
-    __builtin_memcpy(&d, &t[6], sizeof d);
-    const Pair x = ((a & m) ^ k) | ((b & m) ^ k) | ((c & m) ^ k) | ((d & m) ^ k);
+    Pair x = {0, 0};
+    for (u64 pair = 0; pair < 4; ++pair) {
+      Pair v;
+      __builtin_memcpy(&v, &t[2 * pair], sizeof v);
+      x |= (v & m) ^ k;
+    }
     return x[0] | x[1];
   }
 
