@@ -7,7 +7,9 @@
 // the x86-64 4-level numbers (4K pages, 2M blocks, 1G huge pages, 512-entry
 // tables) as a reading aid.
 #include <algorithm>
+#include <array>
 #include <bit>
+#include <set>
 
 #include "support.hpp"
 
@@ -1025,6 +1027,208 @@ TYPED_TEST(RawPathTest, ProtectOfManyPagesIsOneMaskedRewrite) {
   ASSERT_EQ(ranges_now.size(), 1u);
   EXPECT_EQ(ranges_now[0],
             (MappedRange{VirtAddr(va), PhysAddr(u64{1} << 32), n * P, change.applied_to(rwx)}));
+}
+
+// ---- The single-leaf fast paths ----------------------------------------------------
+//
+// map() and unmap() of exactly one leaf descend once where the case is simple
+// (space.hpp, "Single-leaf fast paths"). A format that declares
+// kEngineFastPaths = false gets the general path only: both must give the same
+// results, tables, stats, stores and invalidations.
+
+/// `Inner` without the engine's fast paths.
+template <class Inner>
+struct NoFastPaths : Inner {
+  explicit NoFastPaths(const Inner& inner) : Inner(inner) {}
+  static constexpr bool kEngineFastPaths = false;
+};
+
+template <class Config>
+struct GeneralOnly {
+  using Format = NoFastPaths<typename Config::Format>;
+  static std::string trace_format() { return Config::trace_format(); }
+  static std::vector<std::string> trace_features() { return Config::trace_features(); }
+  static Format make() { return Format(Config::make()); }
+};
+
+template <class Config>
+class SingleLeafTest : public ::testing::Test {};
+TYPED_TEST_SUITE(SingleLeafTest, AllFormats);
+
+void expect_same_stats(const OpStats& a, const OpStats& b, u64 op) {
+  EXPECT_EQ(a.tables_needed, b.tables_needed) << "op " << op;
+  EXPECT_EQ(a.tables_allocated, b.tables_allocated) << "op " << op;
+  EXPECT_EQ(a.tables_freed, b.tables_freed) << "op " << op;
+  EXPECT_EQ(a.leaves_written, b.leaves_written) << "op " << op;
+  EXPECT_EQ(a.splits, b.splits) << "op " << op;
+  EXPECT_EQ(a.merges, b.merges) << "op " << op;
+  EXPECT_EQ(a.breaks, b.breaks) << "op " << op;
+  EXPECT_EQ(a.invalidations, b.invalidations) << "op " << op;
+  EXPECT_EQ(a.full_flushes, b.full_flushes) << "op " << op;
+}
+
+// Random layouts (ranges of mixed leaf sizes, the hint where the format has
+// one), then single leaves of every size mapped and unmapped with random
+// options over them, on the real format and without the fast paths. A small
+// table pool makes some maps fail with OutOfTables, which must leave both
+// unchanged.
+TYPED_TEST(SingleLeafTest, FastPathsEqualTheGeneralPath) {
+  const u64 seed = test_seed();
+  std::printf("PTKIT_SEED=%llu (set it to replay)\n", static_cast<unsigned long long>(seed));
+  this->RecordProperty("seed", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](u64 n) { return std::uniform_int_distribution<u64>(0, n - 1)(rng); };
+
+  u64 single_maps = 0, single_unmaps = 0;
+  for (const u64 pages : {u64{2048}, u64{12}}) {
+    SCOPED_TRACE(testing::Message() << pages << " table pages, seed " << seed);
+    Fixture<TypeParam> fast(pages);
+    Fixture<GeneralOnly<TypeParam>> general(pages);
+    const u64 P = fast.page(), B = fast.block();
+    const u64 span2 = fast.level2_span();
+    const u64 window = 2 * span2, lo = fast.va_base();
+    const u64 pa_base = u64{1} << 36;
+    std::vector<unsigned> levels{0, 1};
+    if (fast.huge() != 0) levels.push_back(2);
+    const std::vector<Attrs> attrs = fast.expressible(
+        {Attrs{RW, MemType::WriteBack, false}, Attrs{RW, MemType::WriteBack, true},
+         Attrs{Perm::R, MemType::WriteBack, false}, Attrs{RWX, MemType::WriteBack, true},
+         Attrs{RW, MemType::Uncached, false}});
+    ASSERT_FALSE(attrs.empty());
+
+    // The same result, stats, token, tables, stores and invalidations.
+    const auto same = [&](Result<Outcome>& r1, Result<Outcome>& r2, u64 op, bool single) {
+      ASSERT_EQ(r1.ok(), r2.ok()) << "op " << op << (single ? " (single leaf)" : "");
+      if (r1.ok()) {
+        expect_same_stats(r1->stats, r2->stats, op);
+        EXPECT_EQ(r1->token.pending(), r2->token.pending()) << "op " << op;
+        if (r1->token.pending()) {
+          EXPECT_EQ(r1->token.batch().range(), r2->token.batch().range()) << "op " << op;
+          EXPECT_EQ(r1->token.pending_frees(), r2->token.pending_frees()) << "op " << op;
+        }
+        fast.s().flush(std::move(r1->token));
+        general.s().flush(std::move(r2->token));
+      } else {
+        EXPECT_EQ(r1.error(), r2.error()) << "op " << op;
+        EXPECT_EQ(r1.failure().va, r2.failure().va) << "op " << op;
+        EXPECT_EQ(r1.failure().level, r2.failure().level) << "op " << op;
+        EXPECT_EQ(r1.failure().needed, r2.failure().needed) << "op " << op;
+      }
+      SCOPED_TRACE(testing::Message() << "op " << op << ", seed " << seed);
+      ASSERT_EQ(fast.snapshot(), general.snapshot());
+      ASSERT_EQ(describe_events(fast.recorder.events), describe_events(general.recorder.events));
+      ASSERT_EQ(fast.tables_in_use(), general.tables_in_use());
+      fast.recorder.events.clear();
+      general.recorder.events.clear();
+    };
+
+    const u64 ops = scaled(pages > 100 ? 160 : 100, 60);
+    for (u64 op = 0; op < ops; ++op) {
+      const u64 kind = pick(10);
+      const unsigned level = levels[pick(levels.size())];
+      const u64 size = fast.s().leaf_size(level);
+      // Mostly near the start of the window, so leaves share tables.
+      const u64 reach = pick(8) == 0 ? window : 4 * B;
+      const u64 va = lo + align_down(pick(reach / P) * P, size);
+      const Attrs a = attrs[pick(attrs.size())];
+      Result<Outcome> r1 = Failure{};
+      Result<Outcome> r2 = Failure{};
+      bool single = false;
+      if (kind < 2) {  // a layout: a range of mixed leaves, replacing what is there
+        const u64 n = 1 + pick(3 * fast.entries(0));
+        const u64 pa = pa_base + (pick(2) ? (va - lo) : pick(window / P) * P);
+        MapOptions mo;
+        mo.existing = OnExisting::Replace;
+        mo.allow_split = true;
+        mo.contiguous_hint = pick(2) != 0;
+        r1 = fast.s().map(VirtAddr(va), PhysAddr(pa), n * P, a, mo);
+        r2 = general.s().map(VirtAddr(va), PhysAddr(pa), n * P, a, mo);
+      } else if (kind < 6) {  // one leaf mapped
+        single = true;
+        // pa - va mostly aligned for the leaf, sometimes only for a page.
+        const u64 pa = pa_base + (va - lo) + (pick(4) == 0 ? pick(size / P) * P : 0);
+        MapOptions mo;
+        mo.existing = std::array{OnExisting::Error, OnExisting::Keep, OnExisting::Replace}[pick(3)];
+        mo.allow_split = pick(2) != 0;
+        mo.merge = pick(6) == 0;
+        mo.contiguous_hint = pick(2) != 0;
+        // (Not `size` alone: over an existing table that crashes the general
+        // path, a bug of its own: map_new_table() at level 0.)
+        if (pick(3) == 0) mo.leaf_sizes = pick(2) ? (size | P) : P;
+        if (pick(3) == 0) mo.tlb = TlbMode::Defer;
+        r1 = fast.s().map(VirtAddr(va), PhysAddr(pa), size, a, mo);
+        r2 = general.s().map(VirtAddr(va), PhysAddr(pa), size, a, mo);
+        single_maps += r1.ok() && r1->stats.leaves_written == 1;
+      } else {  // one leaf (sometimes a whole table's span) unmapped
+        single = true;
+        const u64 usize = pick(8) == 0 ? fast.s().leaf_size(level + 1) : size;
+        UnmapOptions uo;
+        uo.holes = pick(3) == 0 ? OnHole::Error : OnHole::Skip;
+        uo.allow_split = pick(2) != 0;
+        if (pick(3) == 0) uo.tlb = TlbMode::Defer;
+        const u64 uva = align_down(va, usize);
+        r1 = fast.s().unmap(VirtAddr(uva), usize, uo);
+        r2 = general.s().unmap(VirtAddr(uva), usize, uo);
+        single_unmaps += r1.ok() && r1->stats.leaves_written == 1;
+      }
+      same(r1, r2, op, single);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    if (pages > 100) continue;
+    // Then the small pool is exhausted for sure: single pages, each under
+    // a table of its own, until a map fails with OutOfTables.
+    bool out_of_tables = false;
+    for (u64 k = 0; k < pages + 2 && !out_of_tables; ++k) {
+      const u64 va = lo + (k + 5) * B + P;
+      MapOptions mo;
+      mo.existing = OnExisting::Replace;  // splitting what is there, if anything
+      mo.allow_split = true;
+      mo.leaf_sizes = P;
+      Result<Outcome> r1 = fast.s().map(VirtAddr(va), PhysAddr(pa_base + k * B), P, attrs[0], mo);
+      Result<Outcome> r2 =
+          general.s().map(VirtAddr(va), PhysAddr(pa_base + k * B), P, attrs[0], mo);
+      out_of_tables = !r1.ok() && r1.error() == Error::OutOfTables;
+      same(r1, r2, ops + k, true);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    EXPECT_TRUE(out_of_tables);
+  }
+  // The cases the fast paths take came up.
+  EXPECT_GT(single_maps, 10u);
+  EXPECT_GT(single_unmaps, 5u);
+}
+
+// The benchmark's case: scattered pages, each in a table of its own, mapped
+// then unmapped one by one; the tables at their peak are exactly those the
+// pages need, and the space ends with its root alone.
+TYPED_TEST(SingleLeafTest, ScatteredPagesNeedTheMinimumTablesAndLeaveTheRootAlone) {
+  Fixture<TypeParam> fx(64);
+  auto& s = fx.s();
+  const u64 P = fx.page(), B = fx.block(), va = fx.va_base();
+  MapOptions mo;
+  mo.leaf_sizes = P;
+  const Attrs rw{RW, MemType::WriteBack, false};
+  const u64 at[] = {va, va + P, va + 3 * B, va + 7 * B + 5 * P, va + 64 * B + 2 * P};
+  for (u64 a : at)
+    ASSERT_TRUE(s.map(VirtAddr(a), PhysAddr((u64{1} << 32) + (a - va)), P, rw, mo).ok());
+  // The minimum: at each level below the root, one table per distinct span
+  // of a table at that level among the pages.
+  const unsigned levels = s.format().levels();
+  u64 minimum = 1;
+  for (unsigned level = 0; level + 1 < levels; ++level) {
+    std::set<u64> spans;
+    for (u64 a : at) spans.insert(align_down(a, s.leaf_size(level + 1)));
+    minimum += spans.size();
+  }
+  EXPECT_EQ(fx.tables_in_use(), minimum);
+  for (u64 a : at) {
+    auto r = s.unmap(VirtAddr(a), P);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->stats.leaves_written, 1u);
+  }
+  EXPECT_EQ(fx.tables_in_use(), 1u);
+  const u64* root = fx.memory.table(s.root());
+  for (u64 i = 0; i < s.entries(levels - 1); ++i) EXPECT_EQ(root[i], 0u) << "root entry " << i;
 }
 
 TEST(AddressSpaceCreate, FailsCleanlyWithoutARootPage) {

@@ -366,6 +366,19 @@ class AddressSpace {
 
   Result<Outcome> run(const Request& r) {
     if (r.invalid) return r.failure;
+    if (engine_fast_paths()) {
+      Ctx ctx{r, Pass::Apply};
+      const Fast fast = r.op == Op::Map     ? map_one_leaf(ctx)
+                        : r.op == Op::Unmap ? unmap_one_leaf(ctx)
+                                            : Fast::Declined;
+      if (fast == Fast::OutOfTables)
+        return Failure{r.op, Error::OutOfTables, VirtAddr(r.lo),
+                       {},   kNoLevel,           ctx.stats.tables_needed};
+      if (fast == Fast::Done) {
+        alloc_.give_back_unused();
+        return finish(ctx);
+      }
+    }
     Ctx plan_ctx{r, Pass::Plan};
     if (!dispatch(plan_ctx)) return plan_ctx.failure;
     const u64 needed = plan_ctx.stats.tables_needed;
@@ -444,6 +457,151 @@ class AddressSpace {
     }
     c.token.add_free(table);
     ++c.stats.tables_freed;
+  }
+
+  // ---- Single-leaf fast paths -------------------------------------------------
+  //
+  // A map or unmap of exactly one leaf (a page fault, a scattered edit) is
+  // dominated by the descent from the root, which the plan and apply passes
+  // each do. For the simple cases the fast paths below descend once: reading
+  // only, they decide whether the case is theirs and count the tables it
+  // needs; then they reserve (OutOfTables before any write) and write through
+  // the same helpers the apply pass uses, so the tables, stats, stores and TLB
+  // work are the general path's (tests compare them on every format). Every
+  // other case is declined before anything is written, and the general path
+  // runs as if the fast path did not exist.
+
+  enum class Fast : u8 { Declined, Done, OutOfTables };
+
+  /// Whether the engine takes its fast paths. A format may opt out with
+  /// `static constexpr bool kEngineFastPaths = false` (tests do, to compare
+  /// the fast paths with the general path).
+  static constexpr bool engine_fast_paths() {
+    if constexpr (requires { Format::kEngineFastPaths; }) return Format::kEngineFastPaths;
+    return true;
+  }
+
+  /// The tables a single-leaf fast path holds, from the root down.
+  struct Path {
+    View view[Format::kMaxLevels];
+    unsigned top = 0;
+    unsigned bottom = 0;  // the lowest level reached; view[top..bottom] are held
+  };
+
+  void release_path(Path& p) {
+    for (unsigned level = p.bottom; level <= p.top; ++level) done(p.view[level]);
+  }
+
+  /// map() of one leaf of a size leaf_ok() allows into an invalid entry below
+  /// existing tables (or an invalid entry higher up, with the tables below it
+  /// new): what the general path does there is write the leaf, or
+  /// map_new_table(). Declines a valid entry on the way or at the leaf
+  /// (AlreadyMapped, Replace, Keep, splits) and merges.
+  Fast map_one_leaf(Ctx& c) {
+    const Request& r = c.req;
+    if (r.merge) return Fast::Declined;
+    const u64 size = r.hi - r.lo + 1;
+    unsigned leaf = format_.levels();
+    for (unsigned level = 0; level < format_.levels(); ++level)
+      if (leaf_size(level) == size) leaf = level;
+    // The general path writes one leaf only where the range covers the entry
+    // whole and leaf_ok() allows it (validation checked the alignment of the
+    // smallest allowed leaf only).
+    if (leaf == format_.levels() || !is_aligned(r.lo, size) || !leaf_ok(r, leaf))
+      return Fast::Declined;
+    Path p;
+    p.top = p.bottom = format_.levels() - 1;
+    p.view[p.top] = real(root_);
+    Fast result = Fast::Declined;
+    for (unsigned level = p.top;; --level) {
+      const View& view = p.view[level];
+      const unsigned i = index_of(r.lo, level);
+      const u64 raw = read(view, level, i);
+      if (level == leaf) {
+        if (!format_.is_valid_raw(raw, level)) {
+          Run run;
+          const bool hint = fresh_run(r, view, level, r.lo, run);
+          store(c, view, level, i,
+                format_.encode(Entry::leaf(PhysAddr(r.lo + r.delta), r.attrs, 0, hint), level));
+          ++c.stats.leaves_written;
+          result = Fast::Done;
+        }
+        break;
+      }
+      if (!format_.is_valid_raw(raw, level)) {
+        const u64 needed = tables_for_fresh(r, level - 1, r.lo, r.hi);
+        c.stats.tables_needed = needed;
+        if (!alloc_.reserve(needed)) {
+          result = Fast::OutOfTables;
+          break;
+        }
+        map_new_table(c, level, view, i, r.lo, r.hi);
+        PTKIT_INVARIANT(c.stats.tables_allocated <= needed);
+        result = Fast::Done;
+        break;
+      }
+      const Entry e = format_.decode(raw, level);
+      if (!e.is_table()) break;
+      p.view[level - 1] = real(e.pa);
+      p.bottom = level - 1;
+    }
+    release_path(p);
+    return result;
+  }
+
+  /// unmap() of exactly one plain leaf (no contiguous hint) below tables that
+  /// the range does not cover whole: the general path invalidates the leaf,
+  /// then frees each table on the way up that is now empty. Declines holes,
+  /// partial leaves (splits) and runs of the hint.
+  Fast unmap_one_leaf(Ctx& c) {
+    const Request& r = c.req;
+    Path p;
+    p.top = p.bottom = format_.levels() - 1;
+    p.view[p.top] = real(root_);
+    unsigned index[Format::kMaxLevels] = {};
+    PhysAddr table_pa[Format::kMaxLevels] = {};  // the table each level's entry points to
+    Entry leaf{};
+    unsigned level = p.top;
+    for (;; --level) {
+      const View& view = p.view[level];
+      index[level] = index_of(r.lo, level);
+      const u64 raw = read(view, level, index[level]);
+      if (!format_.is_valid_raw(raw, level)) break;
+      const u64 span = leaf_size(level);
+      const u64 base = align_down(r.lo, span);
+      const bool full = base == r.lo && r.hi - r.lo == span - 1;
+      const Entry e = entry_at(raw, level, base);
+      if (e.is_leaf()) {
+        if (full && !e.contiguous) leaf = e;
+        break;
+      }
+      // A table the range covers whole goes with everything below it: that
+      // is the general path's.
+      if (full || level == 0) break;
+      table_pa[level] = e.pa;
+      p.view[level - 1] = real(e.pa);
+      p.bottom = level - 1;
+    }
+    if (!leaf.is_leaf()) {
+      release_path(p);
+      return Fast::Declined;
+    }
+    store(c, p.view[level], level, index[level], format_.encode(Entry::invalid(), level));
+    owe(c, r.lo, r.hi, span_shift_[level], leaf.attrs.global, false);
+    ++c.stats.leaves_written;
+    // Up the path: a table that is empty now is unlinked and freed after the
+    // TLB work. One that is not keeps its parent non-empty, so the walk ends.
+    for (unsigned up = level + 1; up <= p.top; ++up) {
+      const View& child = p.view[up - 1];
+      if (!table_empty(child, up - 1, index[up - 1])) break;
+      store(c, p.view[up], up, index[up], format_.encode(Entry::invalid(), up));
+      owe(c, r.lo, r.hi, span_shift_[up - 1], false, true);
+      done(child);
+      p.bottom = up;
+      free_later(c, table_pa[up]);
+    }
+    release_path(p);
+    return Fast::Done;
   }
 
   // ---- The cursor: one walker for every operation ----------------------------
@@ -773,7 +931,7 @@ class AddressSpace {
 
   bool unmap_in(Ctx& c, unsigned level, const View& view, u64 lo, u64 hi) {
     Run run;
-    return for_each_entry(level, lo, hi, [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
+    const auto one = [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) {
       const u64 raw = read(view, level, i);
       if (!format_.is_valid_raw(raw, level)) {
         if (c.req.holes == OnHole::Error) return fail(c, Error::NotMapped, s_lo, {}, level);
@@ -811,13 +969,64 @@ class AddressSpace {
       }
       done(child);
       return ok;
-    });
+    };
+    // Holes skipped are passed over a stretch at a time (a reset of a large,
+    // sparsely mapped window is mostly holes).
+    return for_each_stretch(level, lo, hi,
+                            [&](unsigned i, u64 base, u64 s_lo, u64 s_hi, bool full) -> u64 {
+                              if (c.req.holes == OnHole::Skip && !view.synthetic) {
+                                const u64 n = count_invalid(view, level, i, base, hi);
+                                if (n != 0) return n;
+                              }
+                              return one(i, base, s_lo, s_hi, full) ? 1 : 0;
+                            });
   }
 
-  bool table_empty(const View& v, unsigned level) const {
-    before_read(v.ptr, entries(level));
-    for (u64 i = 0; i < entries(level); ++i)
-      if (format_.is_valid_raw(v.ptr[i], level)) return false;
+  /// How many entries of a real table from `i` (mapping `base`), up to the
+  /// last that [base, hi] touches, are invalid, up to the first valid one.
+  u64 count_invalid(const View& v, unsigned level, unsigned i, u64 base, u64 hi) const {
+    u64 limit = ((hi - base) >> span_shift_[level]) + 1;
+    if (limit > entries(level) - i) limit = entries(level) - i;
+    const u64* t = v.ptr + i;
+    before_read(t, limit);
+    u64 n = 0;
+    if (!format_.is_valid_raw(0, level)) {  // eight zero entries at a time first
+      while (n + 8 <= limit && block_mismatch(&t[n], ~u64{0}, 0) == 0) n += 8;
+    }
+    while (n < limit && !format_.is_valid_raw(t[n], level)) ++n;
+    return n;
+  }
+
+  /// Whether no entry of the table is valid. `near`: an entry just made
+  /// invalid; its neighbours are checked first, as a table with another valid
+  /// entry often has one close by. Where a raw 0 is invalid (every format;
+  /// encode() writes it for the invalid entry), eight entries at a time are
+  /// tested for all zero (block_mismatch()); a block that is not is decoded
+  /// entry by entry. A table found empty has been read whole: on a cold
+  /// table, that read is most of a single-leaf unmap's cost.
+  bool table_empty(const View& v, unsigned level, unsigned near = 0) const {
+    const u64 n = entries(level);
+    const u64* t = v.ptr;
+    before_read(t, n);
+    constexpr u64 kBlock = 8;  // one 64-byte cache line of entries
+    const auto block_empty = [&](u64 first) {
+      if (block_mismatch(&t[first], ~u64{0}, 0) == 0) return true;
+      for (u64 k = 0; k < kBlock; ++k)
+        if (format_.is_valid_raw(t[first + k], level)) return false;
+      return true;
+    };
+    if (format_.is_valid_raw(0, level) || n % kBlock != 0) {
+      for (u64 i = 0; i < n; ++i)
+        if (format_.is_valid_raw(t[i], level)) return false;
+      return true;
+    }
+    const u64 first = (near % n) & ~(kBlock - 1);
+    if (!block_empty(first)) return false;
+    // The rest is likely read whole: ask for every line at once, so the
+    // misses overlap instead of waiting for the hardware prefetcher to ramp.
+    for (u64 b = 0; b < n; b += kBlock) __builtin_prefetch(&t[b]);
+    for (u64 b = 0; b < n; b += kBlock)
+      if (b != first && !block_empty(b)) return false;
     return true;
   }
 
@@ -925,17 +1134,16 @@ class AddressSpace {
       if (g.contiguous && g.change) {
         // A whole run, from its first entry, holding its run's addresses in
         // order (as the general path would rewrite them).
+        // Runs that follow it holding the next addresses (raw + k * delta,
+        // without carrying out of the address field) are whole runs too,
+        // from their first entry on, with the same attributes: one rewrite.
         const unsigned run = run_entries_[level];
         const u64 run_bits = (g.delta * run - 1) & ~(g.delta - 1) & g.address;
         if (((i + done_n) & (run - 1)) != 0 || done_n + run > n_max || (raw & run_bits) != 0) break;
-        bool linear = true;
-        for (unsigned k = 1; k < run && linear; ++k) {
-          const u64 want = raw + k * g.delta;
-          linear = __atomic_load_n(&t[done_n + k], __ATOMIC_RELAXED) == want &&
-                   ((want ^ raw) & ~g.address) == 0;
-        }
-        if (!linear) break;
-        n = run;
+        const LeafStep step{true, g.delta, g.address, 0};
+        const u64 linear = 1 + count_linear(&t[done_n + 1], n_max - done_n - 1, raw, step);
+        if (linear < run) break;
+        n = linear - linear % run;
       } else {
         n += count_matching(&t[done_n + 1], n_max - done_n - 1, ~g.free, g.key);
       }
@@ -957,19 +1165,35 @@ class AddressSpace {
   }
 
   /// How many of the `count` entries from `t` satisfy (raw & mask) == key, up
-  /// to the first that does not. The hot loop of protect's fast path: four
-  /// entries per test.
+  /// to the first that does not. The hot loop of protect's fast path, run by
+  /// both passes: eight entries (a cache line) per test, with plain loads so
+  /// that the compiler vectorizes the block. Only a decision is read here
+  /// (like table_empty()); the rewrite re-reads each entry atomically.
   static u64 count_matching(const u64* t, u64 count, u64 mask, u64 key) {
     u64 n = 0;
-    for (; n + 4 <= count; n += 4) {
-      const u64 d0 = (__atomic_load_n(&t[n], __ATOMIC_RELAXED) & mask) ^ key;
-      const u64 d1 = (__atomic_load_n(&t[n + 1], __ATOMIC_RELAXED) & mask) ^ key;
-      const u64 d2 = (__atomic_load_n(&t[n + 2], __ATOMIC_RELAXED) & mask) ^ key;
-      const u64 d3 = (__atomic_load_n(&t[n + 3], __ATOMIC_RELAXED) & mask) ^ key;
-      if ((d0 | d1 | d2 | d3) != 0) break;
-    }
-    while (n < count && (__atomic_load_n(&t[n], __ATOMIC_RELAXED) & mask) == key) ++n;
+    while (n + 8 <= count && block_mismatch(&t[n], mask, key) == 0) n += 8;
+    while (n < count && (t[n] & mask) == key) ++n;
     return n;
+  }
+
+  /// The OR over the eight entries from `t` of (raw & mask) ^ key: zero when
+  /// all eight satisfy (raw & mask) == key. Read in 16-byte vectors (a GCC and
+  /// Clang extension; targets without vectors get pairs of words), because
+  /// compilers do not vectorize the reduction themselves and the scans that
+  /// use this run at the speed of their instructions, not of memory. Only
+  /// decisions are read this way (each 64-bit lane is one whole entry); entries
+  /// are rewritten one atomic store at a time.
+  static u64 block_mismatch(const u64* t, u64 mask, u64 key) {
+    using Pair = u64 __attribute__((vector_size(16)));
+    const Pair m = {mask, mask};
+    const Pair k = {key, key};
+    Pair x = {0, 0};
+    for (u64 pair = 0; pair < 4; ++pair) {
+      Pair v;
+      __builtin_memcpy(&v, &t[2 * pair], sizeof v);
+      x |= (v & m) ^ k;
+    }
+    return x[0] | x[1];
   }
 
   /// How many of the `count` entries from `t` hold raw + step.delta, raw +
