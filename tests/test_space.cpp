@@ -485,6 +485,39 @@ TYPED_TEST(SpaceTest, ExistingMappingsErrorReplaceOrKeep) {
   EXPECT_EQ(s.query(VirtAddr(va + B + B / 2 + P))->pa.value(), pa + B / 2 + P);
 }
 
+/// Only level-1 leaves allowed over a table of pages: nothing can be written
+/// inside the table, so the map fails as overlapping it (Keep: keeps it),
+/// without a change. It used to trap on an internal invariant.
+TYPED_TEST(SpaceTest, LargeLeavesOnlyOverATableOfPagesIsAnError) {
+  auto& s = this->s();
+  if (!s.format().leaf_allowed(1)) GTEST_SKIP() << "no level-1 leaves";
+  const u64 P = this->page(), B = this->block(), va = this->va(), pa = this->pa();
+  ASSERT_TRUE(s.map(VirtAddr(va + P), PhysAddr(pa), P, this->kRw).ok());
+  MapOptions blocks;
+  blocks.leaf_sizes = B;
+  for (const OnExisting existing : {OnExisting::Error, OnExisting::Replace}) {
+    blocks.existing = existing;
+    const Failure f = this->expect_rejected(Error::AlreadyMapped, [&] {
+      return s.map(VirtAddr(va), PhysAddr(pa + B), 2 * B, this->kRw, blocks);
+    });
+    EXPECT_EQ(f.va.value(), va);
+    EXPECT_EQ(f.level, 1);
+    this->expect_rejected(Error::AlreadyMapped, [&] {
+      return s.plan_map(VirtAddr(va), PhysAddr(pa + B), B, this->kRw, blocks);
+    });
+  }
+  blocks.existing = OnExisting::Keep;
+  auto kept = s.map(VirtAddr(va), PhysAddr(pa + B), 2 * B, this->kRw, blocks);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->stats.leaves_written, 1u);  // the second block only
+  EXPECT_EQ(s.query(VirtAddr(va + P))->pa.value(), pa);
+  EXPECT_FALSE(s.query(VirtAddr(va)).ok());
+  auto q = s.query(VirtAddr(va + B));
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->level, 1u);
+  EXPECT_EQ(q->pa.value(), pa + 2 * B);
+}
+
 TYPED_TEST(SpaceTest, LiveRangesAreNeverMadeInvalid) {
   auto& s = this->s();
   const u64 P = this->page(), B = this->block(), va = this->va();

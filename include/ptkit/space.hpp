@@ -721,6 +721,13 @@ class AddressSpace {
            is_aligned(r.delta, leaf_size(level));
   }
 
+  /// Whether the request may write a leaf at some level below `level`.
+  [[nodiscard]] bool leaf_below(const Request& r, unsigned level) const {
+    for (unsigned l = 0; l < level; ++l)
+      if (leaf_ok(r, l)) return true;
+    return false;
+  }
+
   bool fail(Ctx& c, Error e, u64 va, PhysAddr pa, unsigned level) {
     c.failure = Failure{c.req.op, e, VirtAddr(va), pa, int(level)};
     return false;
@@ -749,6 +756,14 @@ class AddressSpace {
         if (run.plain) e.contiguous = false;
       }
       if (e.is_table()) {
+        // A table holds the range, but no leaf size the request allows fits
+        // below it (a 2M-only map over a table of 4K pages): nothing can be
+        // written inside it. Keep keeps it whole; otherwise the request
+        // overlaps what the table maps (unmap it first to replace it).
+        if (!leaf_below(r, level)) {
+          if (r.existing == OnExisting::Keep) return true;
+          return fail(c, Error::AlreadyMapped, base, e.pa, level);
+        }
         const View child = real(e.pa);
         const bool ok = map_in(c, level - 1, child, s_lo, s_hi);
         done(child);
