@@ -805,13 +805,18 @@ struct NoRawLayout : Inner {
   }
 };
 
-template <class Config>
-struct GeneralPath {
-  using Format = NoRawLayout<typename Config::Format>;
+/// A test configuration whose format is Config's wrapped in `Wrap` (which
+/// hides one of the engine's fast paths from it).
+template <class Config, template <class> class Wrap>
+struct Wrapped {
+  using Format = Wrap<typename Config::Format>;
   static std::string trace_format() { return Config::trace_format(); }
   static std::vector<std::string> trace_features() { return Config::trace_features(); }
   static Format make() { return Format(Config::make()); }
 };
+
+template <class Config>
+using GeneralPath = Wrapped<Config, NoRawLayout>;
 
 template <class Config>
 class RawPathTest : public ::testing::Test {};
@@ -1077,12 +1082,7 @@ struct NoFastPaths : Inner {
 };
 
 template <class Config>
-struct GeneralOnly {
-  using Format = NoFastPaths<typename Config::Format>;
-  static std::string trace_format() { return Config::trace_format(); }
-  static std::vector<std::string> trace_features() { return Config::trace_features(); }
-  static Format make() { return Format(Config::make()); }
-};
+using GeneralOnly = Wrapped<Config, NoFastPaths>;
 
 template <class Config>
 class SingleLeafTest : public ::testing::Test {};
