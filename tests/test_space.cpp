@@ -818,6 +818,19 @@ struct Wrapped {
 template <class Config>
 using GeneralPath = Wrapped<Config, NoRawLayout>;
 
+/// The fast path's stats are the general path's, field by field.
+void expect_same_stats(const OpStats& a, const OpStats& b, u64 op) {
+  EXPECT_EQ(a.tables_needed, b.tables_needed) << "op " << op;
+  EXPECT_EQ(a.tables_allocated, b.tables_allocated) << "op " << op;
+  EXPECT_EQ(a.tables_freed, b.tables_freed) << "op " << op;
+  EXPECT_EQ(a.leaves_written, b.leaves_written) << "op " << op;
+  EXPECT_EQ(a.splits, b.splits) << "op " << op;
+  EXPECT_EQ(a.merges, b.merges) << "op " << op;
+  EXPECT_EQ(a.breaks, b.breaks) << "op " << op;
+  EXPECT_EQ(a.invalidations, b.invalidations) << "op " << op;
+  EXPECT_EQ(a.full_flushes, b.full_flushes) << "op " << op;
+}
+
 template <class Config>
 class RawPathTest : public ::testing::Test {};
 TYPED_TEST_SUITE(RawPathTest, AllFormats);
@@ -996,16 +1009,8 @@ TYPED_TEST(RawPathTest, FastPathsEqualTheGeneralPathOnRandomLayouts) {
       auto r2 = general.s().protect(VirtAddr(va), size, change, po);
       ASSERT_EQ(r1.ok(), r2.ok()) << "op " << op << ", seed " << seed;
       if (r1.ok()) {
-        const OpStats& a = r1->stats;
-        const OpStats& b = r2->stats;
-        EXPECT_EQ(a.leaves_written, b.leaves_written) << "op " << op;
-        EXPECT_EQ(a.splits, b.splits) << "op " << op;
-        EXPECT_EQ(a.merges, b.merges) << "op " << op;
-        EXPECT_EQ(a.breaks, b.breaks) << "op " << op;
-        EXPECT_EQ(a.invalidations, b.invalidations) << "op " << op;
-        EXPECT_EQ(a.full_flushes, b.full_flushes) << "op " << op;
-        EXPECT_EQ(a.tables_needed, b.tables_needed) << "op " << op;
-        if (a.leaves_written != 0) ++protects_changed;
+        expect_same_stats(r1->stats, r2->stats, op);
+        if (r1->stats.leaves_written != 0) ++protects_changed;
         fast.s().flush(std::move(r1->token));
         general.s().flush(std::move(r2->token));
       } else {
@@ -1087,18 +1092,6 @@ using GeneralOnly = Wrapped<Config, NoFastPaths>;
 template <class Config>
 class SingleLeafTest : public ::testing::Test {};
 TYPED_TEST_SUITE(SingleLeafTest, AllFormats);
-
-void expect_same_stats(const OpStats& a, const OpStats& b, u64 op) {
-  EXPECT_EQ(a.tables_needed, b.tables_needed) << "op " << op;
-  EXPECT_EQ(a.tables_allocated, b.tables_allocated) << "op " << op;
-  EXPECT_EQ(a.tables_freed, b.tables_freed) << "op " << op;
-  EXPECT_EQ(a.leaves_written, b.leaves_written) << "op " << op;
-  EXPECT_EQ(a.splits, b.splits) << "op " << op;
-  EXPECT_EQ(a.merges, b.merges) << "op " << op;
-  EXPECT_EQ(a.breaks, b.breaks) << "op " << op;
-  EXPECT_EQ(a.invalidations, b.invalidations) << "op " << op;
-  EXPECT_EQ(a.full_flushes, b.full_flushes) << "op " << op;
-}
 
 // Random layouts (ranges of mixed leaf sizes, the hint where the format has
 // one), then single leaves of every size mapped and unmapped with random
