@@ -23,6 +23,8 @@ static_assert(TableAllocator<StaticPoolAllocator<70>>);
 static_assert(TableAllocator<FreeListAllocator<OffsetAccess>>);
 static_assert(TableAllocator<FailingAllocator<FreeListAllocator<OffsetAccess>>>);
 static_assert(TableAllocator<FailingAllocator<BumpAllocator>>);
+static_assert(ZeroTrackingAllocator<FailingAllocator<FreeListAllocator<OffsetAccess>>>);
+static_assert(!ZeroTrackingAllocator<StaticPoolAllocator<70>>);
 
 // ---- BumpAllocator -----------------------------------------------------------------------
 
@@ -98,6 +100,26 @@ TEST(BumpAllocator, ReleasingTheLastPageRewinds) {
   EXPECT_EQ(a.take(), p2);
   EXPECT_EQ(a.take(), kBumpBase + 3 * kPage);
   EXPECT_NE(p0, p1);
+}
+
+TEST(BumpAllocator, AZeroedRangeIsZeroUntilAPageComesBack) {
+  BumpAllocator unknown(kBumpBase, 4);
+  ASSERT_TRUE(unknown.reserve(1));
+  EXPECT_FALSE(unknown.take_page().zeroed) << "nothing is known of the range";
+
+  BumpAllocator a(kBumpBase, 4, kPage, PageContents::Zeroed);
+  ASSERT_TRUE(a.reserve(2));
+  const TakenPage p0 = a.take_page(), p1 = a.take_page();
+  EXPECT_EQ(p0.pa, kBumpBase);
+  EXPECT_TRUE(p0.zeroed);
+  EXPECT_TRUE(p1.zeroed);
+  a.give_back_unused();
+  a.release(p1.pa);  // rewinds: the page comes back with whatever it holds
+  ASSERT_TRUE(a.reserve(2));
+  const TakenPage again = a.take_page();
+  EXPECT_EQ(again.pa, p1.pa);
+  EXPECT_FALSE(again.zeroed) << "a page handed out before is not known zero";
+  EXPECT_TRUE(a.take_page().zeroed) << "a page never handed out still is";
 }
 
 TEST(BumpAllocator, OtherReleasesAreCountedAsLeaked) {
@@ -415,6 +437,49 @@ TEST(FreeListAllocator, ManyCyclesKeepTheCountAndNeverDuplicate) {
     }
     ASSERT_EQ(fl.pages_free() + held.size(), kPages);
   }
+}
+
+TEST(FreeListAllocator, ZeroedPagesAreHandedOutAllZeroAndReleasedOnesAreNot) {
+  constexpr u64 kPages = 6;
+  HostPages mem(kPages);
+  for (u64 i = 0; i < kPages; ++i) std::memset(mem.host(mem.page(i)), 0, kPage);
+  FreeList fl(mem.access());
+  fl.add_range(mem.page(0), 3, PageContents::Zeroed);
+  fl.add_range(mem.page(3), 3);  // Unknown: goes first
+  ASSERT_TRUE(fl.reserve(6));
+  for (u64 i = 3; i < 6; ++i) {
+    const TakenPage t = fl.take_page();
+    EXPECT_EQ(t.pa, mem.page(i));
+    EXPECT_FALSE(t.zeroed) << i;
+  }
+  std::vector<PhysAddr> zeroed;
+  for (u64 i = 0; i < 3; ++i) {
+    const TakenPage t = fl.take_page();
+    EXPECT_EQ(t.pa, mem.page(i));
+    EXPECT_TRUE(t.zeroed) << i;
+    const u64* words = mem.host(t.pa);
+    for (u64 w = 0; w < kPage / sizeof(u64); ++w)
+      ASSERT_EQ(words[w], 0u) << "page " << i << " word " << w << ": the link was not cleared";
+    zeroed.push_back(t.pa);
+  }
+  // A page given back may hold anything (a freed table, the link): not zero.
+  fl.release(zeroed[1]);
+  ASSERT_TRUE(fl.reserve(1));
+  const TakenPage back = fl.take_page();
+  EXPECT_EQ(back.pa, zeroed[1]);
+  EXPECT_FALSE(back.zeroed);
+}
+
+TEST(FreeListAllocator, TakeAndTakePageAgree) {
+  HostPages mem(4);
+  FreeList fl(mem.access());
+  fl.add_range(mem.base(), 4, PageContents::Zeroed);
+  ASSERT_TRUE(fl.reserve(4));
+  EXPECT_EQ(fl.take(), mem.page(0));
+  EXPECT_EQ(mem.host(mem.page(0))[0], 0u) << "take() clears the link of a zeroed page too";
+  EXPECT_EQ(fl.take_page().pa, mem.page(1));
+  EXPECT_EQ(fl.take(), mem.page(2));
+  EXPECT_EQ(fl.pages_free(), 1u);
 }
 
 // ---- FailingAllocator -----------------------------------------------------------------------

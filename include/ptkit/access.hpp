@@ -17,6 +17,11 @@ concept TableAccess = requires(A a, PhysAddr pa, u64* ptr) {
   {a.done(ptr)};
 };
 
+/// An access whose table() is a pure computation with no slot to give back
+/// (done() does nothing), so a pointer may be formed just to prefetch it.
+template <class A>
+concept FixedTableAccess = TableAccess<A> && A::kFixed;
+
 /// Tables are reachable at their physical address (identity-mapped boot code,
 /// or physical memory before paging is on).
 struct IdentityAccess {
@@ -24,6 +29,7 @@ struct IdentityAccess {
   // this policy's whole contract.
   u64* table(PhysAddr pa) const { return reinterpret_cast<u64*>(pa.value()); }  // NOLINT
   void done(u64*) const {}
+  static constexpr bool kFixed = true;
 };
 
 /// Tables are reachable at physical + offset: a kernel's direct map, the
@@ -33,9 +39,11 @@ struct OffsetAccess {
   // The policy's contract: all table memory sits at a fixed offset.
   u64* table(PhysAddr pa) const { return reinterpret_cast<u64*>(pa.value() + offset); }  // NOLINT
   void done(u64*) const {}
+  static constexpr bool kFixed = true;
 };
 
 static_assert(TableAccess<IdentityAccess>);
 static_assert(TableAccess<OffsetAccess>);
+static_assert(FixedTableAccess<OffsetAccess>);
 
 }  // namespace ptkit

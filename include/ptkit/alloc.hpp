@@ -21,24 +21,53 @@ concept TableAllocator = requires(A a, u64 n, PhysAddr pa) {
 
 inline constexpr u64 kTablePageSize = 4096;
 
+/// What is known of the pages given to an allocator.
+enum class PageContents : u8 {
+  Unknown,  // must be cleared before use as a table
+  Zeroed,   // every byte is zero (fresh memory from the OS, a cleared .bss pool)
+};
+
+/// A page handed out, and whether it is known to hold only zeros.
+struct TakenPage {
+  PhysAddr pa;
+  bool zeroed = false;
+};
+
+/// Optional: an allocator that knows which of its pages are still zero. The
+/// engine then writes only the non-zero entries of a new table (with a writer
+/// that allows it: PlainWriter::kOmitsZeroFill), instead of clearing 4 KiB
+/// that a scattered map mostly leaves empty.
+template <class A>
+concept ZeroTrackingAllocator = TableAllocator<A> && requires(A a) {
+  { a.take_page() } -> std::same_as<TakenPage>;  // precondition: a page is reserved
+};
+
 /// Hands out consecutive pages of a physical range, the usual boot allocator.
 /// It cannot reuse a released page in general (only the most recent one), so
-/// it counts what it could not reuse: `leaked()` pages.
+/// it counts what it could not reuse: `leaked()` pages. Given a range known to
+/// be zero, it says so of every page it has not handed out before.
 class BumpAllocator {
  public:
-  constexpr BumpAllocator(PhysAddr base, u64 pages, u64 page_size = kTablePageSize)
-      : next_(base), end_(base + pages * page_size), page_size_(page_size) {}
+  constexpr BumpAllocator(PhysAddr base, u64 pages, u64 page_size = kTablePageSize,
+                          PageContents contents = PageContents::Unknown)
+      : next_(base),
+        end_(base + pages * page_size),
+        zero_from_(contents == PageContents::Zeroed ? base : end_),
+        page_size_(page_size) {}
 
   bool reserve(u64 n) {
     if (n > (end_ - next_) / page_size_ - reserved_) return false;
     reserved_ += n;
     return true;
   }
-  PhysAddr take() {
+  PhysAddr take() { return take_page().pa; }
+  TakenPage take_page() {
     --reserved_;
-    PhysAddr pa = next_;
+    const PhysAddr pa = next_;
     next_ += page_size_;
-    return pa;
+    const bool zeroed = pa >= zero_from_;
+    if (zeroed) zero_from_ = next_;  // a page released and taken again is not
+    return {pa, zeroed};
   }
   void release(PhysAddr pa) {
     if (pa + page_size_ == next_ && reserved_ == 0)
@@ -55,6 +84,7 @@ class BumpAllocator {
  private:
   PhysAddr next_;
   PhysAddr end_;
+  PhysAddr zero_from_;  // pages from here on have never been handed out
   u64 page_size_;
   u64 reserved_ = 0;
   u64 leaked_ = 0;
@@ -110,43 +140,57 @@ class StaticPoolAllocator {
 };
 
 /// A free list threaded through the free pages themselves, reached through an
-/// access policy. Pages enter it with add_range() or release().
+/// access policy. Pages enter it with add_range() or release(). The link word
+/// (the page's first entry) also says whether the rest of the page is zero:
+/// take() clears that word again, so such a page is handed out all zero.
 template <TableAccess Access>
 class FreeListAllocator {
  public:
   constexpr explicit FreeListAllocator(Access access, u64 page_size = kTablePageSize)
       : access_(access), page_size_(page_size) {}
 
-  void add_range(PhysAddr base, u64 pages) {
-    for (u64 i = pages; i-- > 0;) release(base + i * page_size_);
+  void add_range(PhysAddr base, u64 pages, PageContents contents = PageContents::Unknown) {
+    for (u64 i = pages; i-- > 0;) push(base + i * page_size_, contents == PageContents::Zeroed);
   }
   bool reserve(u64 n) {
     if (n > free_ - reserved_) return false;
     reserved_ += n;
     return true;
   }
-  PhysAddr take() {
+  PhysAddr take() { return take_page().pa; }
+  TakenPage take_page() {
     const PhysAddr pa = head_;
     u64* page = access_.table(pa);
-    head_ = PhysAddr(page[0]);
+    const u64 link = page[0];
+    const bool zeroed = (link & kZeroedBit) != 0;
+    if (zeroed) page[0] = 0;
     access_.done(page);
+    head_ = PhysAddr(link & ~kZeroedBit);
     --reserved_;
     --free_;
-    return pa;
+    // The next take() starts with a read of the next page's link: on a
+    // large pool that is a miss, which can overlap with the caller's work.
+    if constexpr (FixedTableAccess<Access>)
+      if (free_ != 0) __builtin_prefetch(access_.table(head_), 1);
+    return {pa, zeroed};
   }
   // Called only after the page is unreachable and its TLB work is done, so
   // writing the link into it cannot be seen by a page walker.
-  void release(PhysAddr pa) {
-    u64* page = access_.table(pa);
-    page[0] = head_.value();
-    access_.done(page);
-    head_ = pa;
-    ++free_;
-  }
+  void release(PhysAddr pa) { push(pa, false); }
   void give_back_unused() { reserved_ = 0; }
   [[nodiscard]] u64 pages_free() const { return free_; }
 
  private:
+  static constexpr u64 kZeroedBit = 1;  // links are page aligned
+
+  void push(PhysAddr pa, bool zeroed) {
+    u64* page = access_.table(pa);
+    page[0] = head_.value() | (zeroed ? kZeroedBit : 0);
+    access_.done(page);
+    head_ = pa;
+    ++free_;
+  }
+
   Access access_;
   u64 page_size_;
   PhysAddr head_;
@@ -171,6 +215,7 @@ class FailingAllocator {
     return true;
   }
   PhysAddr take() { return inner_.take(); }
+  TakenPage take_page() requires ZeroTrackingAllocator<Inner> { return inner_.take_page(); }
   void release(PhysAddr pa) { inner_.release(pa); }
   void give_back_unused() { inner_.give_back_unused(); }
   [[nodiscard]] bool failed() const { return failed_; }
@@ -185,5 +230,7 @@ class FailingAllocator {
 static_assert(TableAllocator<BumpAllocator>);
 static_assert(TableAllocator<StaticPoolAllocator<8>>);
 static_assert(TableAllocator<FreeListAllocator<OffsetAccess>>);
+static_assert(ZeroTrackingAllocator<BumpAllocator>);
+static_assert(ZeroTrackingAllocator<FreeListAllocator<OffsetAccess>>);
 
 }  // namespace ptkit

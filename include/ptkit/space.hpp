@@ -821,12 +821,18 @@ class AddressSpace {
   /// walker can reach it yet, so it is written with plain stores and every
   /// entry is written exactly once (no separate clearing pass).
   PhysAddr new_table(Ctx& c, unsigned level, u64 lo, u64 hi) {
-    const PhysAddr pa = alloc_.take();
+    const TakenPage page = take_table();
+    const PhysAddr pa = page.pa;
     ++c.stats.tables_allocated;
     u64* t = access_.table(pa);
     const unsigned first = index_of(lo, level);
     const unsigned last = index_of(hi, level);
-    for (unsigned i = 0; i < first; ++i) writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
+    // A page known to be zero needs no clearing: a scattered map writes one
+    // entry of a fresh 4 KiB table, and clearing the rest would be most of
+    // its cost.
+    const bool clear = !(page.zeroed && omits_zero_fill());
+    if (clear)
+      for (unsigned i = 0; i < first; ++i) writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
     const Request& r = c.req;
     const u64 span = leaf_size(level);
     const bool leaves = leaf_ok(r, level);
@@ -850,10 +856,25 @@ class AddressSpace {
       }
       if (i > last) break;
     }
-    for (unsigned i = last + 1; i < entries(level); ++i)
-      writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
+    if (clear)
+      for (unsigned i = last + 1; i < entries(level); ++i)
+        writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
     access_.done(t);
     return pa;
+  }
+
+  /// A page for a new table, and whether the allocator knows it is zero.
+  TakenPage take_table() {
+    if constexpr (ZeroTrackingAllocator<Alloc>)
+      return alloc_.take_page();
+    else
+      return TakenPage{alloc_.take(), false};
+  }
+  static constexpr bool omits_zero_fill() {
+    if constexpr (requires { Writer::kOmitsZeroFill; })
+      return Writer::kOmitsZeroFill;
+    else
+      return false;
   }
 
   /// Writes leaves into entries [from, to] of a fresh table, the first

@@ -24,6 +24,10 @@ concept EntryWriter = requires(W w, u64* slot, u64 value, WriteSite site) {
 };
 
 struct PlainWriter {
+  /// Optional for writers: a fresh entry that would be stored as 0 into a page
+  /// the allocator handed out zeroed (ZeroTrackingAllocator) may be left
+  /// unwritten. Writers that record or forward every store do not say this.
+  static constexpr bool kOmitsZeroFill = true;
   // A relaxed atomic store is one 64-bit store: a walker never sees half an entry.
   void store(u64* slot, u64 value, const WriteSite&) const {
     __atomic_store_n(slot, value, __ATOMIC_RELAXED);

@@ -1,0 +1,156 @@
+// Pages the allocator knows are zero (ZeroTrackingAllocator): with a writer
+// that allows it (PlainWriter::kOmitsZeroFill) the engine leaves the zero
+// entries of a new table unwritten. The tables must come out exactly as when
+// every page is cleared, a page that comes back after release must be
+// cleared again, and a writer that does not allow it still sees every store.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "support.hpp"
+
+namespace ptkit::test {
+namespace {
+
+/// PlainWriter (omits the zero fill) that counts the fresh stores it is given.
+struct CountingPlainWriter : PlainWriter {
+  u64* fresh = nullptr;
+  void store_fresh(u64* slot, u64 value, const WriteSite& site) const {
+    ++*fresh;
+    PlainWriter::store_fresh(slot, value, site);
+  }
+};
+
+/// A writer that says nothing about zero fills: every store must reach it.
+struct CountingFullWriter {
+  u64* fresh = nullptr;
+  void store(u64* slot, u64 value, const WriteSite&) const {
+    __atomic_store_n(slot, value, __ATOMIC_RELAXED);
+  }
+  void store_fresh(u64* slot, u64 value, const WriteSite&) const {
+    ++*fresh;
+    *slot = value;
+  }
+};
+
+template <class Config, class Writer>
+struct ZeroSpace {
+  using Space = AddressSpace<typename Config::Format, OffsetAccess, FreeList, Writer, NullSink>;
+
+  ZeroSpace(u64 pages, PageContents contents, bool dirty)
+      : memory(pages, u64{1} << Config::make().page_shift()) {
+    // Memory that is not known to be zero holds garbage, which only the
+    // engine's clearing removes.
+    if (dirty) std::memset(memory.table(memory.base()), 0xa5, pages * memory.page_size());
+    FreeList alloc(memory.access(), memory.page_size());
+    alloc.add_range(memory.base(), pages, contents);
+    Writer w;
+    w.fresh = &fresh;
+    auto created = Space::create(Config::make(), memory.access(), alloc, w);
+    if (!created) std::abort();
+    space.emplace(std::move(created.value()));
+  }
+
+  /// Every table reachable from the root, raw, in walk order.
+  [[nodiscard]] std::vector<std::pair<u64, std::vector<u64>>> snapshot() const {
+    std::vector<std::pair<u64, std::vector<u64>>> out;
+    const auto& f = space->format();
+    std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
+      const u64* t = memory.table(pa);
+      const u64 n = space->entries(level);
+      out.emplace_back(pa.value(), std::vector<u64>(t, t + n));
+      for (unsigned i = 0; i < n; ++i) {
+        const Entry e = f.decode(t[i], level);
+        if (e.is_table() && level > 0) visit(e.pa, level - 1);
+      }
+    };
+    visit(space->root(), f.levels() - 1);
+    return out;
+  }
+
+  TableMemory memory;
+  u64 fresh = 0;
+  std::optional<Space> space;
+};
+
+template <class Config>
+class ZeroedPagesTest : public ::testing::Test {};
+TYPED_TEST_SUITE(ZeroedPagesTest, AllFormats);
+
+/// A canonical address a quarter into the space, aligned to every leaf.
+template <class Format>
+u64 window_base(const Format& f) {
+  unsigned shift = f.page_shift();
+  for (unsigned l = 0; l < f.levels(); ++l) shift += f.index_bits(l);
+  const u64 quarter = u64{1} << (shift - 2);
+  if (f.is_canonical(VirtAddr(quarter))) return quarter;
+  return (~u64{0} << shift) | quarter;
+}
+
+// Random maps and unmaps of pages and blocks across a window of many leaf
+// tables, on a space whose pages are known zero and one whose pages are
+// garbage: the same results and, after every operation, the same tables
+// bit for bit (the two free lists hand out the same pages in the same order).
+TYPED_TEST(ZeroedPagesTest, SameTablesAsWhenEveryPageIsCleared) {
+  using Zero = ZeroSpace<TypeParam, CountingPlainWriter>;
+  constexpr u64 kPages = 512;
+  Zero cleared(kPages, PageContents::Unknown, true);
+  Zero known(kPages, PageContents::Zeroed, false);
+  const u64 seed = test_seed();
+  std::printf("seed %llu (PTKIT_SEED replays)\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const auto& sp = *known.space;
+  const u64 page = sp.leaf_size(0), block = sp.leaf_size(1);
+  const u64 base = window_base(sp.format());
+  const u64 window_blocks = 48;
+  const Attrs attrs{RW, MemType::WriteBack, false};
+  const u64 ops = scaled(400, 40);
+  for (u64 op = 0; op < ops; ++op) {
+    const bool large = rng() % 4 == 0;
+    const u64 unit = large ? block : page;
+    const u64 units = 1 + rng() % (large ? 3 : 40);
+    const u64 va = base + (rng() % (window_blocks * block / unit - units)) * unit;
+    const bool map = rng() % 3 != 0;
+    const auto apply = [&](Zero& z) {
+      MapOptions mo;
+      mo.existing = rng() % 2 == 0 ? OnExisting::Replace : OnExisting::Error;
+      if (map) return z.space->map(VirtAddr(va), PhysAddr(va - base), units * unit, attrs, mo).ok();
+      return z.space->unmap(VirtAddr(va), units * unit).ok();
+    };
+    const std::mt19937_64 saved = rng;
+    const bool ok_cleared = apply(cleared);
+    rng = saved;  // both spaces see the same options
+    const bool ok_known = apply(known);
+    ASSERT_EQ(ok_cleared, ok_known) << "op " << op;
+    ASSERT_EQ(cleared.snapshot(), known.snapshot()) << "op " << op << (map ? " map" : " unmap");
+  }
+  EXPECT_LT(known.fresh, cleared.fresh) << "no new table was left uncleared: nothing was tested";
+}
+
+// A writer that does not say kOmitsZeroFill is given every store of a new
+// table even when the page is known zero (a recording writer's trace must
+// show the table's whole contents).
+TYPED_TEST(ZeroedPagesTest, AWriterThatRecordsGetsEveryStore) {
+  using Zero = ZeroSpace<TypeParam, CountingFullWriter>;
+  Zero cleared(64, PageContents::Unknown, false);
+  Zero known(64, PageContents::Zeroed, false);
+  for (Zero* z : {&cleared, &known}) {
+    const auto& sp = *z->space;
+    const u64 base = window_base(sp.format());
+    ASSERT_TRUE(z->space->map(VirtAddr(base), PhysAddr(0), sp.leaf_size(0),
+                              Attrs{RW, MemType::WriteBack, false}));
+  }
+  const u64 levels = known.space->format().levels();
+  EXPECT_EQ(known.fresh, cleared.fresh);
+  // One new table per level below the root, every entry of each stored once.
+  u64 expected = 0;
+  for (unsigned l = 0; l + 1 < levels; ++l) expected += known.space->entries(l);
+  EXPECT_EQ(known.fresh, expected);
+}
+
+}  // namespace
+}  // namespace ptkit::test
