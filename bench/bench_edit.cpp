@@ -17,10 +17,15 @@ template <class Config>
 using EditSpace = AddressSpace<typename Config::Format, OffsetAccess,
                                FreeListAllocator<OffsetAccess>, PlainWriter, CountingSink>;
 
+/// A space over the whole pool. With `counts` (storage for one u16 per pool
+/// page), the allocator keeps entry counts for the engine.
 template <class Config>
-EditSpace<Config> make_space(const TablePool& pool, PageContents contents = PageContents::Unknown) {
+EditSpace<Config> make_space(const TablePool& pool, PageContents contents = PageContents::Unknown,
+                             u16* counts = nullptr) {
   FreeListAllocator<OffsetAccess> alloc(pool.access(), pool.page_size());
   alloc.add_range(pool.base(), pool.pages(), contents);
+  if (counts != nullptr)
+    alloc.keep_entry_counts(EntryCounts(pool.base(), pool.pages(), counts, pool.page_size()));
   auto created = EditSpace<Config>::create(Config::make(), pool.access(), alloc);
   if (!created) std::abort();
   return std::move(created.value());
@@ -96,9 +101,11 @@ MemoryFloor memory_floor(const std::vector<u64>& pages, TablePool& pool, bool ze
 // `fresh`, every iteration gets new pre-faulted pages from the OS, which the
 // allocator is told are zero, so a new table is not cleared (what a kernel's
 // first use of a zeroed pool costs); otherwise the pool is reused as the last
-// iteration left it, contents unknown, and each new table is cleared.
+// iteration left it, contents unknown, and each new table is cleared. With
+// `counted`, the allocator keeps entry counts, so an unmap knows its leaf
+// table is empty without reading it; without, the table is read whole.
 template <class Config>
-void random_map_then_unmap(benchmark::State& state, bool fresh) {
+void random_map_then_unmap(benchmark::State& state, bool fresh, bool counted) {
   constexpr u64 kOps = 100'000;
   constexpr u64 kWindow = u64{1} << 40;
   const u64 base = u64{1} << 40;  // 1 TiB: aligned, below every format's top
@@ -115,6 +122,7 @@ void random_map_then_unmap(benchmark::State& state, bool fresh) {
     }
   }
   TablePool pool(2 * kOps + 1024);
+  std::vector<u16> counts(counted ? pool.pages() : 0);
   double map_s = 0, unmap_s = 0;
   MemoryFloor floor;
   u64 tables_peak = 0, tables_end = 0, ranges = 0, invalidations = 0, full = 0;
@@ -122,7 +130,8 @@ void random_map_then_unmap(benchmark::State& state, bool fresh) {
   mo.leaf_sizes = 4 * KiB;
   for (auto _ : state) {
     if (fresh) pool.map_fresh();
-    auto s = make_space<Config>(pool, fresh ? PageContents::Zeroed : PageContents::Unknown);
+    auto s = make_space<Config>(pool, fresh ? PageContents::Zeroed : PageContents::Unknown,
+                                counted ? counts.data() : nullptr);
     const u64 free0 = s.allocator().pages_free();
     const auto t0 = Clock::now();
     for (u64 p : pages) {
@@ -157,7 +166,8 @@ void random_map_then_unmap(benchmark::State& state, bool fresh) {
   state.counters["floor_ns_per_unmap_scan"] = floor.unmap_scan_s / n * 1e9;
   state.counters["floor_ns_per_unmap_counted"] = floor.unmap_counted_s / n * 1e9;
   state.counters["map_vs_floor"] = map_s / floor.map_s;
-  state.counters["unmap_vs_floor"] = unmap_s / floor.unmap_scan_s;
+  state.counters["unmap_vs_floor"] =
+      unmap_s / (counted ? floor.unmap_counted_s : floor.unmap_scan_s);
   state.counters["tables_peak"] = double(tables_peak);
   state.counters["tables_after_unmap"] = double(tables_end);
   state.counters["unmap_ranges"] = double(ranges);
@@ -167,11 +177,16 @@ void random_map_then_unmap(benchmark::State& state, bool fresh) {
 
 template <class Config>
 void BM_Random4K_MapThenUnmap(benchmark::State& state) {
-  random_map_then_unmap<Config>(state, false);
+  random_map_then_unmap<Config>(state, false, true);
 }
 template <class Config>
 void BM_Random4K_MapThenUnmap_FreshPool(benchmark::State& state) {
-  random_map_then_unmap<Config>(state, true);
+  random_map_then_unmap<Config>(state, true, true);
+}
+// Without entry counts: each unmap reads its leaf table whole.
+template <class Config>
+void BM_Random4K_MapThenUnmap_NoCounts(benchmark::State& state) {
+  random_map_then_unmap<Config>(state, false, false);
 }
 
 // Scenario 5: protect 1 GiB of 4K-mapped memory (set no-execute, clear write).
@@ -219,6 +234,9 @@ BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_FreshPool, Arm4K)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_FreshPool, Sv48)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_NoCounts, X86)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_Protect1G_4K, X86)->UseManualTime()->Unit(benchmark::kMicrosecond);

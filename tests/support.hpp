@@ -294,6 +294,14 @@ class RecordingAllocator {
     inner_->release(pa);
   }
   void give_back_unused() { inner_->give_back_unused(); }
+  /// Entry counts for every other page only, so that every test has the
+  /// engine prove some tables empty by their count and others by reading
+  /// them (tests build with PTKIT_CHECK_ENTRY_COUNTS: each count used is
+  /// checked against the table).
+  u16* entry_count(PhysAddr pa) requires EntryCountingAllocator<Inner> {
+    u16* n = inner_->entry_count(pa);
+    return n != nullptr && (__builtin_popcountll(pa.value() >> 12) & 1) == 0 ? n : nullptr;
+  }
 
  private:
   Inner* inner_;
@@ -312,8 +320,10 @@ struct Fixture {
 
   explicit Fixture(u64 pages = 512)
       : memory(pages, u64{1} << Config::make().page_shift()),
+        counts(pages),
         alloc(memory.access(), memory.page_size()) {
     alloc.add_range(memory.base(), pages);
+    alloc.keep_entry_counts(EntryCounts(memory.base(), pages, counts.data(), memory.page_size()));
     free_at_start = alloc.pages_free();
     auto created = Space::create(Config::make(), memory.access(),
                                  RecordingAllocator<FreeList>(alloc, recorder), RecWriter(recorder),
@@ -386,6 +396,7 @@ struct Fixture {
   [[nodiscard]] u64 tables_in_use() const { return free_at_start - alloc.pages_free(); }
 
   TableMemory memory;
+  std::vector<u16> counts;
   FreeList alloc;
   u64 free_at_start = 0;
   Recorder recorder;

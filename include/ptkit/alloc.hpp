@@ -42,6 +42,48 @@ concept ZeroTrackingAllocator = TableAllocator<A> && requires(A a) {
   { a.take_page() } -> std::same_as<TakenPage>;  // precondition: a page is reserved
 };
 
+/// Optional: an allocator that keeps, beside the table pages it hands out,
+/// a count of each page's valid entries for the engine (as a kernel keeps
+/// page-table counts in its page descriptors). An unmap then knows a table
+/// became empty without reading the whole table, which on a cold table is
+/// most of a single-page unmap's cost. `entry_count(pa)` is the storage for
+/// the page at `pa`, or nullptr where the allocator keeps none. The allocator
+/// marks a page's count unknown when it hands the page out or takes it back;
+/// the engine sets it when it builds a table there and keeps it exact while
+/// it edits it, and reads any table whose count is unknown. Contract: while
+/// such a table is in use, no one else changes which of its entries are valid.
+inline constexpr u16 kUnknownEntryCount = 0xffff;
+
+template <class A>
+concept EntryCountingAllocator = TableAllocator<A> && requires(A a, PhysAddr pa) {
+  { a.entry_count(pa) } -> std::same_as<u16*>;
+};
+
+/// Count storage for a contiguous range of pages, one u16 each, in memory
+/// the caller provides (2 bytes per page: 0.05 % of the pages it covers).
+class EntryCounts {
+ public:
+  constexpr EntryCounts() = default;
+  constexpr EntryCounts(PhysAddr base, u64 pages, u16* counts, u64 page_size = kTablePageSize)
+      : base_(base), pages_(pages), counts_(counts), page_size_(page_size) {
+    for (u64 i = 0; i < pages; ++i) counts_[i] = kUnknownEntryCount;
+  }
+  [[nodiscard]] u16* of(PhysAddr pa) const {
+    if (pa < base_) return nullptr;
+    const u64 index = (pa - base_) / page_size_;
+    return index < pages_ ? &counts_[index] : nullptr;
+  }
+  void forget(PhysAddr pa) const {
+    if (u16* n = of(pa)) *n = kUnknownEntryCount;
+  }
+
+ private:
+  PhysAddr base_;
+  u64 pages_ = 0;
+  u16* counts_ = nullptr;
+  u64 page_size_ = kTablePageSize;
+};
+
 /// Hands out consecutive pages of a physical range, the usual boot allocator.
 /// It cannot reuse a released page in general (only the most recent one), so
 /// it counts what it could not reuse: `leaked()` pages. Given a range known to
@@ -157,9 +199,14 @@ class FreeListAllocator {
     reserved_ += n;
     return true;
   }
+  /// Keeps entry counts for the pages `counts` covers (EntryCountingAllocator).
+  void keep_entry_counts(EntryCounts counts) { counts_ = counts; }
+  [[nodiscard]] u16* entry_count(PhysAddr pa) const { return counts_.of(pa); }
+
   PhysAddr take() { return take_page().pa; }
   TakenPage take_page() {
     const PhysAddr pa = head_;
+    counts_.forget(pa);
     u64* page = access_.table(pa);
     const u64 link = page[0];
     const bool zeroed = (link & kZeroedBit) != 0;
@@ -176,7 +223,10 @@ class FreeListAllocator {
   }
   // Called only after the page is unreachable and its TLB work is done, so
   // writing the link into it cannot be seen by a page walker.
-  void release(PhysAddr pa) { push(pa, false); }
+  void release(PhysAddr pa) {
+    counts_.forget(pa);
+    push(pa, false);
+  }
   void give_back_unused() { reserved_ = 0; }
   [[nodiscard]] u64 pages_free() const { return free_; }
 
@@ -196,6 +246,7 @@ class FreeListAllocator {
   PhysAddr head_;
   u64 free_ = 0;
   u64 reserved_ = 0;
+  EntryCounts counts_;
 };
 
 /// Test allocator: wraps another and refuses the reservation that would hand
@@ -216,6 +267,9 @@ class FailingAllocator {
   }
   PhysAddr take() { return inner_.take(); }
   TakenPage take_page() requires ZeroTrackingAllocator<Inner> { return inner_.take_page(); }
+  u16* entry_count(PhysAddr pa) requires EntryCountingAllocator<Inner> {
+    return inner_.entry_count(pa);
+  }
   void release(PhysAddr pa) { inner_.release(pa); }
   void give_back_unused() { inner_.give_back_unused(); }
   [[nodiscard]] bool failed() const { return failed_; }
@@ -232,5 +286,6 @@ static_assert(TableAllocator<StaticPoolAllocator<8>>);
 static_assert(TableAllocator<FreeListAllocator<OffsetAccess>>);
 static_assert(ZeroTrackingAllocator<BumpAllocator>);
 static_assert(ZeroTrackingAllocator<FreeListAllocator<OffsetAccess>>);
+static_assert(EntryCountingAllocator<FreeListAllocator<OffsetAccess>>);
 
 }  // namespace ptkit

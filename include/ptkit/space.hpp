@@ -63,6 +63,7 @@ class AddressSpace {
     u64* table = space.access_.table(root);
     for (u64 i = 0; i < space.entries(format.levels() - 1); ++i) table[i] = 0;
     space.access_.done(table);
+    space.set_count(root, 0);
     return space;
   }
 
@@ -708,7 +709,30 @@ class AddressSpace {
 
   void store(Ctx& c, const View& v, unsigned level, unsigned index, u64 raw) {
     if (!c.apply()) return;
+    if (u16* n = known_count(v.pa)) {
+      const bool was = format_.is_valid_raw(read(v, level, index), level);
+      *n = u16(*n + (format_.is_valid_raw(raw, level) ? 1 : 0) - (was ? 1 : 0));
+    }
     writer_.store(&v.ptr[index], raw, WriteSite{v.pa, index, level});
+  }
+
+  // ---- Entry counts (EntryCountingAllocator) ----------------------------------
+
+  /// The count of valid entries kept for the table at `pa`, if the allocator
+  /// keeps one and the engine has set it (it built the table).
+  u16* known_count(PhysAddr pa) {
+    if constexpr (EntryCountingAllocator<Alloc>) {
+      u16* n = alloc_.entry_count(pa);
+      return n != nullptr && *n != kUnknownEntryCount ? n : nullptr;
+    } else {
+      return nullptr;
+    }
+  }
+  /// A table the engine has just built at `pa` holds `valid` valid entries.
+  void set_count(PhysAddr pa, u64 valid) {
+    if constexpr (EntryCountingAllocator<Alloc>) {
+      if (u16* n = alloc_.entry_count(pa)) *n = u16(valid);
+    }
   }
 
   /// Records an invalidation the update owes (apply pass only).
@@ -860,6 +884,7 @@ class AddressSpace {
       for (unsigned i = last + 1; i < entries(level); ++i)
         writer_.store_fresh(&t[i], 0, WriteSite{pa, i, level});
     access_.done(t);
+    set_count(pa, last - first + 1);  // a leaf or a table in each of [first, last]
     return pa;
   }
 
@@ -1033,14 +1058,32 @@ class AddressSpace {
     return n;
   }
 
-  /// Whether no entry of the table is valid. `near`: an entry just made
-  /// invalid; its neighbours are checked first, as a table with another valid
-  /// entry often has one close by. Where a raw 0 is invalid (every format;
-  /// encode() writes it for the invalid entry), eight entries at a time are
-  /// tested for all zero (block_mismatch()); a block that is not is decoded
-  /// entry by entry. A table found empty has been read whole: on a cold
-  /// table, that read is most of a single-leaf unmap's cost.
-  bool table_empty(const View& v, unsigned level, unsigned near = 0) const {
+  /// Whether no entry of the table is valid: from its entry count where the
+  /// allocator keeps one the engine has set, else by reading it (scan_empty()).
+  bool table_empty(const View& v, unsigned level, unsigned near = 0) {
+    if (const u16* count = known_count(v.pa)) {
+#ifdef PTKIT_CHECK_ENTRY_COUNTS  // tests: the count must be what the table holds
+      PTKIT_INVARIANT(*count == valid_entries(v, level));
+#endif
+      return *count == 0;
+    }
+    return scan_empty(v, level, near);
+  }
+  [[nodiscard]] u64 valid_entries(const View& v, unsigned level) const {
+    before_read(v.ptr, entries(level));
+    u64 valid = 0;
+    for (u64 i = 0; i < entries(level); ++i)
+      if (format_.is_valid_raw(v.ptr[i], level)) ++valid;
+    return valid;
+  }
+  /// `near`: an entry just made invalid; its neighbours are checked first, as
+  /// a table with another valid entry often has one close by. Where a raw 0
+  /// is invalid (every format; encode() writes it for the invalid entry),
+  /// eight entries at a time are tested for all zero (block_mismatch()); a
+  /// block that is not is decoded entry by entry. A table found empty has
+  /// been read whole: on a cold table, that read is most of a single-leaf
+  /// unmap's cost (what entry counts avoid).
+  bool scan_empty(const View& v, unsigned level, unsigned near) const {
     const u64 n = entries(level);
     const u64* t = v.ptr;
     before_read(t, n);
@@ -1396,6 +1439,7 @@ class AddressSpace {
     for (unsigned k = 0; k < entries(level - 1); ++k)
       writer_.store_fresh(&t[k], format_.encode(split_piece(e, level - 1, k), level - 1),
                           WriteSite{pa, k, level - 1});
+    set_count(pa, entries(level - 1));
     publish();  // the equivalent table is complete before it is linked
     if (brk) break_run(c, level, view, i, 1, base, last, e.attrs.global, false);
     store(c, view, level, i, format_.encode(Entry::table(pa), level));
