@@ -103,9 +103,19 @@ MemoryFloor memory_floor(const std::vector<u64>& pages, TablePool& pool, bool ze
 // first use of a zeroed pool costs); otherwise the pool is reused as the last
 // iteration left it, contents unknown, and each new table is cleared. With
 // `counted`, the allocator keeps entry counts, so an unmap knows its leaf
-// table is empty without reading it; without, the table is read whole.
+// table is empty without reading it; without, the table is read whole. With
+// `batched`, the pages go through map_each()/unmap_each(), which read ahead
+// so that the misses of successive pages overlap; otherwise each page is its
+// own map()/unmap() call and waits for its misses in turn.
+struct Random4K {
+  bool fresh = false;
+  bool counted = true;
+  bool batched = false;
+};
+
 template <class Config>
-void random_map_then_unmap(benchmark::State& state, bool fresh, bool counted) {
+void random_map_then_unmap(benchmark::State& state, Random4K how) {
+  const bool fresh = how.fresh, counted = how.counted;
   constexpr u64 kOps = 100'000;
   constexpr u64 kWindow = u64{1} << 40;
   const u64 base = u64{1} << 40;  // 1 TiB: aligned, below every format's top
@@ -121,6 +131,12 @@ void random_map_then_unmap(benchmark::State& state, bool fresh, bool counted) {
       }
     }
   }
+  std::vector<PageMap> items;
+  std::vector<VirtAddr> vas;
+  for (u64 p : pages) {
+    items.push_back(PageMap{VirtAddr(base + (p << 12)), PhysAddr(p << 12)});
+    vas.push_back(VirtAddr(base + (p << 12)));
+  }
   TablePool pool(2 * kOps + 1024);
   std::vector<u16> counts(counted ? pool.pages() : 0);
   double map_s = 0, unmap_s = 0;
@@ -134,16 +150,26 @@ void random_map_then_unmap(benchmark::State& state, bool fresh, bool counted) {
                                 counted ? counts.data() : nullptr);
     const u64 free0 = s.allocator().pages_free();
     const auto t0 = Clock::now();
-    for (u64 p : pages) {
-      auto r = s.map(VirtAddr(base + (p << 12)), PhysAddr(p << 12), 4 * KiB, kData, mo);
-      if (!r) state.SkipWithError(to_string(r.error()));
+    if (how.batched) {
+      const BatchOutcome b = s.map_each(items.data(), items.size(), 4 * KiB, kData, mo);
+      if (b.failed) state.SkipWithError(to_string(b.failure.error));
+    } else {
+      for (const PageMap& m : items) {
+        auto r = s.map(m.va, m.pa, 4 * KiB, kData, mo);
+        if (!r) state.SkipWithError(to_string(r.error()));
+      }
     }
     const auto t1 = Clock::now();
     tables_peak = free0 - s.allocator().pages_free() + 1;
     const CountingSink before = s.sink();
-    for (u64 p : pages) {
-      auto r = s.unmap(VirtAddr(base + (p << 12)), 4 * KiB);
-      if (!r) state.SkipWithError(to_string(r.error()));
+    if (how.batched) {
+      const BatchOutcome b = s.unmap_each(vas.data(), vas.size(), 4 * KiB);
+      if (b.failed) state.SkipWithError(to_string(b.failure.error));
+    } else {
+      for (const VirtAddr va : vas) {
+        auto r = s.unmap(va, 4 * KiB);
+        if (!r) state.SkipWithError(to_string(r.error()));
+      }
     }
     const auto t2 = Clock::now();
     tables_end = free0 - s.allocator().pages_free() + 1;
@@ -175,18 +201,30 @@ void random_map_then_unmap(benchmark::State& state, bool fresh, bool counted) {
   state.counters["unmap_full_flushes"] = double(full);
 }
 
+// One map()/unmap() call per page, warm pool, entry counts kept.
 template <class Config>
 void BM_Random4K_MapThenUnmap(benchmark::State& state) {
-  random_map_then_unmap<Config>(state, false, true);
+  random_map_then_unmap<Config>(state, {});
 }
+// The same pages as one map_each() and one unmap_each() batch.
+template <class Config>
+void BM_Random4K_MapThenUnmap_Batch(benchmark::State& state) {
+  random_map_then_unmap<Config>(state, {.batched = true});
+}
+// Batches into a fresh pool the allocator knows is zero.
+template <class Config>
+void BM_Random4K_MapThenUnmap_BatchFreshPool(benchmark::State& state) {
+  random_map_then_unmap<Config>(state, {.fresh = true, .batched = true});
+}
+// What the two options buy, on x86-64: calls into a fresh zeroed pool, and
+// batches without entry counts (each unmap reads its leaf table whole).
 template <class Config>
 void BM_Random4K_MapThenUnmap_FreshPool(benchmark::State& state) {
-  random_map_then_unmap<Config>(state, true, true);
+  random_map_then_unmap<Config>(state, {.fresh = true});
 }
-// Without entry counts: each unmap reads its leaf table whole.
 template <class Config>
-void BM_Random4K_MapThenUnmap_NoCounts(benchmark::State& state) {
-  random_map_then_unmap<Config>(state, false, false);
+void BM_Random4K_MapThenUnmap_BatchNoCounts(benchmark::State& state) {
+  random_map_then_unmap<Config>(state, {.counted = false, .batched = true});
 }
 
 // Scenario 5: protect 1 GiB of 4K-mapped memory (set no-execute, clear write).
@@ -224,21 +262,19 @@ void BM_Protect1G_4K(benchmark::State& state) {
   state.counters["full_flushes"] = double(full);
 }
 
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap, X86)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap, Arm4K)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap, Sv48)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_FreshPool, X86)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_FreshPool, Arm4K)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_FreshPool, Sv48)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Random4K_MapThenUnmap_NoCounts, X86)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
+#define PTKIT_BENCH_MS(fn, config) \
+  BENCHMARK_TEMPLATE(fn, config)->UseManualTime()->Unit(benchmark::kMillisecond)
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap, X86);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap, Arm4K);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap, Sv48);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_Batch, X86);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_Batch, Arm4K);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_Batch, Sv48);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_BatchFreshPool, X86);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_BatchFreshPool, Arm4K);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_BatchFreshPool, Sv48);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_FreshPool, X86);
+PTKIT_BENCH_MS(BM_Random4K_MapThenUnmap_BatchNoCounts, X86);
 BENCHMARK_TEMPLATE(BM_Protect1G_4K, X86)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_Protect1G_4K, Arm4K)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_Protect1G_4K, Sv48)->UseManualTime()->Unit(benchmark::kMicrosecond);

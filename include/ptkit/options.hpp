@@ -3,6 +3,7 @@
 
 #include "ptkit/addr.hpp"
 #include "ptkit/attrs.hpp"
+#include "ptkit/status.hpp"
 #include "ptkit/tlb.hpp"
 
 namespace ptkit {
@@ -87,6 +88,21 @@ struct OpStats {
   u64 breaks = 0;         // break-before-make sequences
   u64 invalidations = 0;  // by-address invalidations issued (or owed)
   u64 full_flushes = 0;
+};
+
+/// One item of map_each(): where a page (or leaf) goes and what it maps.
+struct PageMap {
+  VirtAddr va;
+  PhysAddr pa;
+};
+
+/// How far a batch (map_each, unmap_each) got: the first `done` items were
+/// applied, each as its own update; if `failed`, the next one failed with
+/// `failure`, changed nothing, and the rest were not tried.
+struct [[nodiscard]] BatchOutcome {
+  u64 done = 0;
+  bool failed = false;
+  Failure failure{};
 };
 
 /// Successful result of map/unmap/protect.

@@ -111,6 +111,31 @@ class AddressSpace {
     return run(r);
   }
 
+  // ---- Batches of scattered updates ------------------------------------------
+
+  /// Maps each item's [va, va+size) to [pa, pa+size), in order, each exactly
+  /// as map() would (its own validation, tables, writes and TLB work, which
+  /// is done at once: TlbMode::Defer is refused with BadConfig). Stops at the
+  /// first item that fails; that one changes nothing. What a batch adds is
+  /// reading ahead: while the engine works on one item, the entries later
+  /// items will read are brought into the cache, so the cache misses of
+  /// scattered updates overlap instead of adding up, one after the other.
+  BatchOutcome map_each(const PageMap* items, u64 count, u64 size, Attrs attrs,
+                        const MapOptions& opts = {}) {
+    return for_each_item(
+        Op::Map, count, opts.tlb, [&](u64 k) { return items[k].va; },
+        [&](u64 k) { return map(items[k].va, items[k].pa, size, attrs, opts); });
+  }
+
+  /// Unmaps [va, va+size) for each of `vas`, in order, as map_each() maps:
+  /// each as its own unmap() with its TLB work done at once; stops at the
+  /// first failure.
+  BatchOutcome unmap_each(const VirtAddr* vas, u64 count, u64 size, const UnmapOptions& opts = {}) {
+    return for_each_item(
+        Op::Unmap, count, opts.tlb, [&](u64 k) { return vas[k]; },
+        [&](u64 k) { return unmap(vas[k], size, opts); });
+  }
+
   /// Dry runs: what the update would need and do, without changing anything.
   Result<OpStats> plan_map(VirtAddr va, PhysAddr pa, u64 size, Attrs attrs,
                            const MapOptions& opts = {}) {
@@ -238,6 +263,9 @@ class AddressSpace {
   };
 
   struct Ctx {
+    // A constructor, not aggregate initialization, which would clear the
+    // whole context (the token's free slots too) on every update.
+    Ctx(const Request& r, Pass p) : req(r), pass(p) {}
     const Request& req;
     Pass pass;
     OpStats stats{};
@@ -488,6 +516,62 @@ class AddressSpace {
     unsigned top = 0;
     unsigned bottom = 0;  // the lowest level reached; view[top..bottom] are held
   };
+
+  // ---- Reading ahead for batches -------------------------------------------
+
+  /// How many items ahead a batch reads, per level below the one it reads:
+  /// the entry at level 0 of item k + kReadAhead, at level 1 of item
+  /// k + 2 * kReadAhead. Enough items to cover a miss to memory (hundreds of
+  /// ns) with the work of the items in between.
+  static constexpr u64 kReadAhead = 8;
+  static constexpr unsigned kReadAheadLevels = 2;
+
+  template <class VaOf, class Apply>
+  BatchOutcome for_each_item(Op op, u64 count, TlbMode tlb, VaOf&& va_of, Apply&& apply) {
+    BatchOutcome out;
+    if (tlb == TlbMode::Defer) {
+      out.failed = true;
+      out.failure = Failure{op, Error::BadConfig, count != 0 ? va_of(0) : VirtAddr(), {}, kNoLevel};
+      return out;
+    }
+    for (unsigned level = 0; level < kReadAheadLevels; ++level)
+      for (u64 k = 0; k < count && k < (level + 1) * kReadAhead; ++k)
+        prefetch_entry(va_of(k).value(), level);
+    for (u64 k = 0; k < count; ++k) {
+      for (unsigned level = 0; level < kReadAheadLevels; ++level) {
+        const u64 ahead = k + (level + 1) * kReadAhead;
+        if (ahead < count) prefetch_entry(va_of(ahead).value(), level);
+      }
+      auto r = apply(k);
+      if (!r) {
+        out.failed = true;
+        out.failure = r.failure();
+        return out;
+      }
+      ++out.done;
+    }
+    return out;
+  }
+
+  /// Brings toward the cache the entry at `level` that an update of `va`
+  /// will read: follows the tables down to the one that holds it, through
+  /// entries an earlier call brought in, and prefetches its line. A hint
+  /// only: it stops at an entry that is not a table, and does nothing where
+  /// reaching a table costs more than a computation (transient slots).
+  void prefetch_entry(u64 va, unsigned level) const {
+    if constexpr (FixedTableAccess<Access>) {
+      if (level + 1 >= format_.levels() || !format_.is_canonical(VirtAddr(va))) return;
+      PhysAddr table = root_;
+      for (unsigned l = format_.levels() - 1; l > level; --l) {
+        const u64 raw = __atomic_load_n(&access_.table(table)[index_of(va, l)], __ATOMIC_RELAXED);
+        if (!format_.is_valid_raw(raw, l)) return;
+        const Entry e = format_.decode(raw, l);
+        if (!e.is_table()) return;
+        table = e.pa;
+      }
+      __builtin_prefetch(&access_.table(table)[index_of(va, level)], 1);
+    }
+  }
 
   void release_path(Path& p) {
     for (unsigned level = p.bottom; level <= p.top; ++level) done(p.view[level]);

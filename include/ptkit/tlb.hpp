@@ -100,7 +100,9 @@ class [[nodiscard]] FlushToken {
  public:
   static constexpr unsigned kMaxPendingFrees = 32;
 
-  FlushToken() = default;
+  // Not defaulted: a value-initialized token (`FlushToken{}`) would zero its
+  // 256 bytes of free slots first, once per update and per move.
+  FlushToken() noexcept {}  // NOLINT(modernize-use-equals-default)
   FlushToken(FlushToken&& other) noexcept { *this = static_cast<FlushToken&&>(other); }
   FlushToken& operator=(FlushToken&& other) noexcept {
     batch_ = other.batch_;
@@ -123,17 +125,17 @@ class [[nodiscard]] FlushToken {
   // Engine side.
   TlbBatch& batch() { return batch_; }
   [[nodiscard]] bool frees_full() const { return count_ == kMaxPendingFrees; }
-  void add_free(PhysAddr pa) { frees_[count_++] = pa; }
+  void add_free(PhysAddr pa) { frees_[count_++] = pa.value(); }
   template <class Fn>
   void take_frees(Fn&& release) {
-    for (unsigned i = 0; i < count_; ++i) release(frees_[i]);
+    for (unsigned i = 0; i < count_; ++i) release(PhysAddr(frees_[i]));
     count_ = 0;
   }
   void clear_batch() { batch_.clear(); }
 
  private:
   TlbBatch batch_;
-  PhysAddr frees_[kMaxPendingFrees];
+  u64 frees_[kMaxPendingFrees];  // the first count_ are set; no need to clear the rest
   unsigned count_ = 0;
 };
 

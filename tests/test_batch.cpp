@@ -1,0 +1,162 @@
+// Batches of scattered updates (map_each, unmap_each): each item is exactly
+// the map() or unmap() it stands for, with the same stores, TLB work and
+// tables, in order; the batch stops at the first item that fails, which
+// changes nothing; deferred TLB work is refused. What a batch adds (reading
+// ahead) must not be visible in the tables or the trace.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "support.hpp"
+
+namespace ptkit::test {
+namespace {
+
+template <class Config>
+class BatchTest : public ::testing::Test {};
+TYPED_TEST_SUITE(BatchTest, AllFormats);
+
+/// The two traces hold the same events: stores (where, old, new), publishes
+/// and TLB work with the same ranges.
+void expect_same_trace(const Recorder& a, const Recorder& b) {
+  ASSERT_EQ(a.events.size(), b.events.size());
+  for (size_t i = 0; i < a.events.size(); ++i) {
+    const Event& x = a.events[i];
+    const Event& y = b.events[i];
+    ASSERT_EQ(x.kind, y.kind) << "event " << i;
+    EXPECT_EQ(x.site.table, y.site.table) << "event " << i;
+    EXPECT_EQ(x.site.index, y.site.index) << "event " << i;
+    EXPECT_EQ(x.old_raw, y.old_raw) << "event " << i;
+    EXPECT_EQ(x.new_raw, y.new_raw) << "event " << i;
+    EXPECT_EQ(x.range.first, y.range.first) << "event " << i;
+    EXPECT_EQ(x.range.last, y.range.last) << "event " << i;
+    EXPECT_EQ(x.global, y.global) << "event " << i;
+  }
+}
+
+// Random batches of pages scattered over a window of many leaf tables, some
+// overlapping what is mapped (the batch then stops there): a space fed
+// batches and a space fed the same items one call at a time end every round
+// with the same tables, the same trace and the same items done.
+TYPED_TEST(BatchTest, SameAsOneCallPerItem) {
+  Fixture<TypeParam> batched(2048), single(2048);
+  const u64 seed = test_seed();
+  std::printf("seed %llu (PTKIT_SEED replays)\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const u64 page = batched.page();
+  const u64 base = batched.va_base();
+  const u64 window_pages = 96 * batched.entries(0);  // 96 leaf tables' worth
+  const Attrs attrs{RW, MemType::WriteBack, false};
+  const u64 rounds = scaled(60, 6);
+  std::vector<PageMap> items;
+  std::vector<VirtAddr> vas;
+  u64 stopped = 0;
+  for (u64 round = 0; round < rounds; ++round) {
+    const u64 n = 1 + rng() % 40;  // shorter and longer than the read-ahead
+    const bool map = rng() % 2 == 0;
+    items.clear();
+    vas.clear();
+    for (u64 k = 0; k < n; ++k) {
+      // Now and then a page already in the batch: a map stops there.
+      const u64 va = k > 0 && rng() % 16 == 0 ? vas[rng() % k].value()
+                                              : base + (rng() % window_pages) * page;
+      items.push_back(PageMap{VirtAddr(va), PhysAddr(va - base)});
+      vas.push_back(VirtAddr(va));
+    }
+    UnmapOptions uo;  // holes are skipped, or stop the batch
+    uo.holes = rng() % 2 == 0 ? OnHole::Skip : OnHole::Error;
+    const BatchOutcome b = map ? batched.s().map_each(items.data(), n, page, attrs)
+                               : batched.s().unmap_each(vas.data(), n, page, uo);
+    u64 done = 0;
+    Failure failure{};
+    for (; done < n; ++done) {
+      auto r = map ? single.s().map(items[done].va, items[done].pa, page, attrs)
+                   : single.s().unmap(vas[done], page, uo);
+      if (!r) {
+        failure = r.failure();
+        break;
+      }
+    }
+    ASSERT_EQ(b.done, done) << "round " << round;
+    ASSERT_EQ(b.failed, done < n) << "round " << round;
+    if (b.failed) {
+      ++stopped;
+      EXPECT_EQ(b.failure.error, failure.error);
+      EXPECT_EQ(b.failure.va, failure.va);
+    }
+    ASSERT_EQ(batched.snapshot(), single.snapshot()) << "round " << round;
+    expect_same_trace(batched.recorder, single.recorder);
+    ASSERT_EQ(batched.tables_in_use(), single.tables_in_use());
+  }
+  // A map stops on a page mapped twice, an unmap with OnHole::Error on a
+  // hole: some batches must have stopped for the test to show that.
+  EXPECT_GT(stopped, 0u);
+}
+
+TYPED_TEST(BatchTest, StopsAtTheFirstFailureWhichChangesNothing) {
+  Fixture<TypeParam> fx;
+  const u64 page = fx.page();
+  const u64 base = fx.va_base();
+  const Attrs attrs{RW, MemType::WriteBack, false};
+  ASSERT_TRUE(fx.s().map(VirtAddr(base + 3 * page), PhysAddr(0x7000'0000), page, attrs));
+  std::vector<PageMap> items;
+  for (u64 k = 0; k < 6; ++k) items.push_back({VirtAddr(base + k * page), PhysAddr(k * page)});
+  const BatchOutcome b = fx.s().map_each(items.data(), items.size(), page, attrs);
+  EXPECT_EQ(b.done, 3u);
+  ASSERT_TRUE(b.failed);
+  EXPECT_EQ(b.failure.op, Op::Map);
+  EXPECT_EQ(b.failure.error, Error::AlreadyMapped);
+  EXPECT_EQ(b.failure.va, VirtAddr(base + 3 * page));
+  for (u64 k = 0; k < 3; ++k) {
+    auto m = fx.s().query(VirtAddr(base + k * page));
+    ASSERT_TRUE(m) << k;
+    EXPECT_EQ(m->pa, PhysAddr(k * page));
+  }
+  auto kept = fx.s().query(VirtAddr(base + 3 * page));
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->pa, PhysAddr(0x7000'0000)) << "the failing item changed its page";
+  for (u64 k = 4; k < 6; ++k) EXPECT_FALSE(fx.s().query(VirtAddr(base + k * page))) << k;
+
+  // Unmap where holes are errors: the third page is one (NotMapped); the
+  // first two go.
+  std::vector<VirtAddr> vas{VirtAddr(base), VirtAddr(base + page), VirtAddr(base + 5 * page),
+                            VirtAddr(base + 2 * page)};
+  UnmapOptions holes_fail;
+  holes_fail.holes = OnHole::Error;
+  const BatchOutcome u = fx.s().unmap_each(vas.data(), vas.size(), page, holes_fail);
+  EXPECT_EQ(u.done, 2u);
+  ASSERT_TRUE(u.failed);
+  EXPECT_EQ(u.failure.op, Op::Unmap);
+  EXPECT_EQ(u.failure.error, Error::NotMapped);
+  EXPECT_FALSE(fx.s().query(VirtAddr(base)));
+  EXPECT_TRUE(fx.s().query(VirtAddr(base + 2 * page))) << "an item after the failure was applied";
+}
+
+TYPED_TEST(BatchTest, DeferredTlbWorkAndEmptyBatches) {
+  Fixture<TypeParam> fx;
+  const u64 page = fx.page();
+  const u64 base = fx.va_base();
+  const Attrs attrs{RW, MemType::WriteBack, false};
+  const PageMap item{VirtAddr(base), PhysAddr(0)};
+  MapOptions defer;
+  defer.tlb = TlbMode::Defer;
+  const auto before = fx.snapshot();
+  const BatchOutcome b = fx.s().map_each(&item, 1, page, attrs, defer);
+  EXPECT_EQ(b.done, 0u);
+  ASSERT_TRUE(b.failed);
+  EXPECT_EQ(b.failure.error, Error::BadConfig) << "a batch does its TLB work itself";
+  EXPECT_EQ(fx.snapshot(), before);
+  EXPECT_TRUE(fx.recorder.events.empty());
+
+  const BatchOutcome none = fx.s().map_each(nullptr, 0, page, attrs);
+  EXPECT_EQ(none.done, 0u);
+  EXPECT_FALSE(none.failed);
+  const BatchOutcome none_u = fx.s().unmap_each(nullptr, 0, page);
+  EXPECT_FALSE(none_u.failed);
+  EXPECT_TRUE(fx.recorder.events.empty());
+}
+
+}  // namespace
+}  // namespace ptkit::test
