@@ -60,8 +60,8 @@ TYPED_TEST(BatchTest, SameAsOneCallPerItem) {
     vas.clear();
     for (u64 k = 0; k < n; ++k) {
       // Now and then a page already in the batch: a map stops there.
-      const u64 va = k > 0 && rng() % 16 == 0 ? vas[rng() % k].value()
-                                              : base + (rng() % window_pages) * page;
+      const u64 va =
+          k > 0 && rng() % 16 == 0 ? vas[rng() % k].value() : base + (rng() % window_pages) * page;
       items.push_back(PageMap{VirtAddr(va), PhysAddr(va - base)});
       vas.push_back(VirtAddr(va));
     }

@@ -64,13 +64,17 @@ concept EntryCountingAllocator = TableAllocator<A> && requires(A a, PhysAddr pa)
 class EntryCounts {
  public:
   constexpr EntryCounts() = default;
+  /// `page_size`: a power of two.
   constexpr EntryCounts(PhysAddr base, u64 pages, u16* counts, u64 page_size = kTablePageSize)
-      : base_(base), pages_(pages), counts_(counts), page_size_(page_size) {
+      : base_(base),
+        pages_(pages),
+        counts_(counts),
+        page_shift_(unsigned(__builtin_ctzll(page_size))) {
     for (u64 i = 0; i < pages; ++i) counts_[i] = kUnknownEntryCount;
   }
   [[nodiscard]] u16* of(PhysAddr pa) const {
-    if (pa < base_) return nullptr;
-    const u64 index = (pa - base_) / page_size_;
+    // One compare covers both ends: below base wraps around to a huge index.
+    const u64 index = (pa - base_) >> page_shift_;
     return index < pages_ ? &counts_[index] : nullptr;
   }
   void forget(PhysAddr pa) const {
@@ -81,7 +85,7 @@ class EntryCounts {
   PhysAddr base_;
   u64 pages_ = 0;
   u16* counts_ = nullptr;
-  u64 page_size_ = kTablePageSize;
+  unsigned page_shift_ = 12;
 };
 
 /// Hands out consecutive pages of a physical range, the usual boot allocator.
