@@ -310,6 +310,38 @@ class RecordingAllocator {
 
 // ---- A complete test space --------------------------------------------------------
 
+/// Every table reachable from a space's root, with its raw contents, in walk order.
+using TableSnapshot = std::vector<std::pair<u64, std::vector<u64>>>;
+
+template <class Space>
+TableSnapshot snapshot_tables(const TableMemory& memory, const Space& space) {
+  TableSnapshot out;
+  const auto& f = space.format();
+  std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
+    const u64* t = memory.table(pa);
+    const u64 n = space.entries(level);
+    out.emplace_back(pa.value(), std::vector<u64>(t, t + n));
+    for (unsigned i = 0; i < n; ++i) {
+      const Entry e = f.decode(t[i], level);
+      if (e.is_table() && level > 0) visit(e.pa, level - 1);
+    }
+  };
+  visit(space.root(), f.levels() - 1);
+  return out;
+}
+
+/// A virtual address a quarter into a format's space (upper half for
+/// TTBR1-style formats): aligned to every leaf below the root, with room
+/// around it.
+template <class Format>
+u64 quarter_va(const Format& f) {
+  unsigned shift = f.page_shift();
+  for (unsigned l = 0; l < f.levels(); ++l) shift += f.index_bits(l);
+  const u64 quarter = u64{1} << (shift - 2);
+  if (f.is_canonical(VirtAddr(quarter))) return quarter;
+  return (~u64{0} << shift) | quarter;
+}
+
 /// An address space over TableMemory with a free-list allocator and recording
 /// writer and sink, for format F.
 template <class Config>
@@ -352,14 +384,7 @@ struct Fixture {
   [[nodiscard]] u64 entries(unsigned level) const { return space->entries(level); }
   /// A virtual address a quarter into the space (upper half for TTBR1-style
   /// formats): aligned to every leaf below the root, with room around it.
-  [[nodiscard]] u64 va_base() const {
-    const Format& f = space->format();
-    unsigned shift = f.page_shift();
-    for (unsigned l = 0; l < f.levels(); ++l) shift += f.index_bits(l);
-    const u64 quarter = u64{1} << (shift - 2);
-    if (f.is_canonical(VirtAddr(quarter))) return quarter;
-    return (~u64{0} << shift) | quarter;
-  }
+  [[nodiscard]] u64 va_base() const { return quarter_va(space->format()); }
   /// The attributes of `candidates` this format can express.
   [[nodiscard]] std::vector<Attrs> expressible(std::initializer_list<Attrs> candidates) const {
     std::vector<Attrs> out;
@@ -376,21 +401,7 @@ struct Fixture {
   }
 
   /// Every table reachable from the root, with its contents, in walk order.
-  [[nodiscard]] std::vector<std::pair<u64, std::vector<u64>>> snapshot() const {
-    std::vector<std::pair<u64, std::vector<u64>>> out;
-    const Format& f = space->format();
-    std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
-      const u64* t = memory.table(pa);
-      const u64 n = space->entries(level);
-      out.emplace_back(pa.value(), std::vector<u64>(t, t + n));
-      for (unsigned i = 0; i < n; ++i) {
-        const Entry e = f.decode(t[i], level);
-        if (e.is_table() && level > 0) visit(e.pa, level - 1);
-      }
-    };
-    visit(space->root(), f.levels() - 1);
-    return out;
-  }
+  [[nodiscard]] TableSnapshot snapshot() const { return snapshot_tables(memory, *space); }
 
   /// Tables in use (reachable or not yet returned).
   [[nodiscard]] u64 tables_in_use() const { return free_at_start - alloc.pages_free(); }

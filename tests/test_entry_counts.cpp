@@ -40,16 +40,6 @@ template <class Config>
 class EntryCountTest : public ::testing::Test {};
 TYPED_TEST_SUITE(EntryCountTest, AllFormats);
 
-/// A canonical address a quarter into the space, aligned to every leaf.
-template <class Format>
-u64 window_base(const Format& f) {
-  unsigned shift = f.page_shift();
-  for (unsigned l = 0; l < f.levels(); ++l) shift += f.index_bits(l);
-  const u64 quarter = u64{1} << (shift - 2);
-  if (f.is_canonical(VirtAddr(quarter))) return quarter;
-  return (~u64{0} << shift) | quarter;
-}
-
 // Two pages in one leaf table, the count of that table then raised by one
 // as if it held a third: unmapping both leaves the table (and those above
 // it) in place, because the count says it is not empty. Without counts, or
@@ -59,7 +49,7 @@ TYPED_TEST(EntryCountTest, TheCountDecidesWhetherATableIsEmpty) {
     CountedSpace<TypeParam> cs(64, mode != 0);
     auto& s = *cs.space;
     const u64 page = s.leaf_size(0);
-    const u64 base = window_base(s.format());
+    const u64 base = quarter_va(s.format());
     const Attrs attrs{RW, MemType::WriteBack, false};
     const u64 free0 = s.allocator().pages_free();
     ASSERT_TRUE(s.map(VirtAddr(base), PhysAddr(0), page, attrs));

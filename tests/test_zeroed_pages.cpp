@@ -7,7 +7,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <random>
 #include <vector>
 
@@ -55,22 +54,7 @@ struct ZeroSpace {
     space.emplace(std::move(created.value()));
   }
 
-  /// Every table reachable from the root, raw, in walk order.
-  [[nodiscard]] std::vector<std::pair<u64, std::vector<u64>>> snapshot() const {
-    std::vector<std::pair<u64, std::vector<u64>>> out;
-    const auto& f = space->format();
-    std::function<void(PhysAddr, unsigned)> visit = [&](PhysAddr pa, unsigned level) {
-      const u64* t = memory.table(pa);
-      const u64 n = space->entries(level);
-      out.emplace_back(pa.value(), std::vector<u64>(t, t + n));
-      for (unsigned i = 0; i < n; ++i) {
-        const Entry e = f.decode(t[i], level);
-        if (e.is_table() && level > 0) visit(e.pa, level - 1);
-      }
-    };
-    visit(space->root(), f.levels() - 1);
-    return out;
-  }
+  [[nodiscard]] TableSnapshot snapshot() const { return snapshot_tables(memory, *space); }
 
   TableMemory memory;
   u64 fresh = 0;
@@ -80,16 +64,6 @@ struct ZeroSpace {
 template <class Config>
 class ZeroedPagesTest : public ::testing::Test {};
 TYPED_TEST_SUITE(ZeroedPagesTest, AllFormats);
-
-/// A canonical address a quarter into the space, aligned to every leaf.
-template <class Format>
-u64 window_base(const Format& f) {
-  unsigned shift = f.page_shift();
-  for (unsigned l = 0; l < f.levels(); ++l) shift += f.index_bits(l);
-  const u64 quarter = u64{1} << (shift - 2);
-  if (f.is_canonical(VirtAddr(quarter))) return quarter;
-  return (~u64{0} << shift) | quarter;
-}
 
 // Random maps and unmaps of pages and blocks across a window of many leaf
 // tables, on a space whose pages are known zero and one whose pages are
@@ -105,7 +79,7 @@ TYPED_TEST(ZeroedPagesTest, SameTablesAsWhenEveryPageIsCleared) {
   std::mt19937_64 rng(seed);
   const auto& sp = *known.space;
   const u64 page = sp.leaf_size(0), block = sp.leaf_size(1);
-  const u64 base = window_base(sp.format());
+  const u64 base = quarter_va(sp.format());
   const u64 window_blocks = 48;
   const Attrs attrs{RW, MemType::WriteBack, false};
   const u64 ops = scaled(400, 40);
@@ -140,7 +114,7 @@ TYPED_TEST(ZeroedPagesTest, AWriterThatRecordsGetsEveryStore) {
   Zero known(64, PageContents::Zeroed, false);
   for (Zero* z : {&cleared, &known}) {
     const auto& sp = *z->space;
-    const u64 base = window_base(sp.format());
+    const u64 base = quarter_va(sp.format());
     ASSERT_TRUE(z->space->map(VirtAddr(base), PhysAddr(0), sp.leaf_size(0),
                               Attrs{RW, MemType::WriteBack, false}));
   }
