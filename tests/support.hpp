@@ -293,6 +293,12 @@ class RecordingAllocator {
     recorder_->page(Event::Free, pa);
     inner_->release(pa);
   }
+  /// Forwarded so that every test has the engine say which freed tables are
+  /// all zero (checked under PTKIT_CHECK_ENTRY_COUNTS).
+  void release_zeroed(PhysAddr pa) requires ZeroKeepingAllocator<Inner> {
+    recorder_->page(Event::Free, pa);
+    inner_->release_zeroed(pa);
+  }
   void give_back_unused() { inner_->give_back_unused(); }
   /// Entry counts for every other page only, so that every test has the
   /// engine prove some tables empty by their count and others by reading

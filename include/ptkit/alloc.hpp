@@ -42,6 +42,16 @@ concept ZeroTrackingAllocator = TableAllocator<A> && requires(A a) {
   { a.take_page() } -> std::same_as<TakenPage>;  // precondition: a page is reserved
 };
 
+/// Optional: an allocator that takes pages back as zero. The engine calls
+/// `release_zeroed(pa)` instead of release(pa) for a table it knows to be all
+/// zero: one whose entries it cleared one by one, keeping count of them
+/// (EntryCountingAllocator), as a scattered unmap leaves its tables. Handed
+/// out as zero again, such a page is reused without being cleared.
+template <class A>
+concept ZeroKeepingAllocator = TableAllocator<A> && requires(A a, PhysAddr pa) {
+  {a.release_zeroed(pa)};
+};
+
 /// Optional: an allocator that keeps, beside the table pages it hands out,
 /// a count of each page's valid entries for the engine (as a kernel keeps
 /// page-table counts in its page descriptors). An unmap then knows a table
@@ -231,6 +241,11 @@ class FreeListAllocator {
     counts_.forget(pa);
     push(pa, false);
   }
+  /// release() of a page that is all zero (ZeroKeepingAllocator).
+  void release_zeroed(PhysAddr pa) {
+    counts_.forget(pa);
+    push(pa, true);
+  }
   void give_back_unused() { reserved_ = 0; }
   [[nodiscard]] u64 pages_free() const { return free_; }
 
@@ -275,6 +290,9 @@ class FailingAllocator {
     return inner_.entry_count(pa);
   }
   void release(PhysAddr pa) { inner_.release(pa); }
+  void release_zeroed(PhysAddr pa) requires ZeroKeepingAllocator<Inner> {
+    inner_.release_zeroed(pa);
+  }
   void give_back_unused() { inner_.give_back_unused(); }
   [[nodiscard]] bool failed() const { return failed_; }
 
@@ -291,5 +309,6 @@ static_assert(TableAllocator<FreeListAllocator<OffsetAccess>>);
 static_assert(ZeroTrackingAllocator<BumpAllocator>);
 static_assert(ZeroTrackingAllocator<FreeListAllocator<OffsetAccess>>);
 static_assert(EntryCountingAllocator<FreeListAllocator<OffsetAccess>>);
+static_assert(ZeroKeepingAllocator<FreeListAllocator<OffsetAccess>>);
 
 }  // namespace ptkit

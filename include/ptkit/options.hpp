@@ -98,11 +98,14 @@ struct PageMap {
 
 /// How far a batch (map_each, unmap_each) got: the first `done` items were
 /// applied, each as its own update; if `failed`, the next one failed with
-/// `failure`, changed nothing, and the rest were not tried.
+/// `failure`, changed nothing, and the rest were not tried. With
+/// TlbMode::Defer, `token` holds what the items done still owe (pending even
+/// when the batch failed part way: the done items' work is owed all the same).
 struct [[nodiscard]] BatchOutcome {
   u64 done = 0;
   bool failed = false;
   Failure failure{};
+  FlushToken token{};  // pending only with TlbMode::Defer
 };
 
 /// Successful result of map/unmap/protect.

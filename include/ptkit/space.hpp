@@ -114,25 +114,27 @@ class AddressSpace {
   // ---- Batches of scattered updates ------------------------------------------
 
   /// Maps each item's [va, va+size) to [pa, pa+size), in order, each exactly
-  /// as map() would (its own validation, tables, writes and TLB work, which
-  /// is done at once: TlbMode::Defer is refused with BadConfig). Stops at the
-  /// first item that fails; that one changes nothing. What a batch adds is
-  /// reading ahead: while the engine works on one item, the entries later
-  /// items will read are brought into the cache, so the cache misses of
-  /// scattered updates overlap instead of adding up, one after the other.
+  /// as map() would (its own validation, tables, writes and TLB work). Stops
+  /// at the first item that fails; that one changes nothing. With
+  /// TlbMode::Defer the items' TLB work and table frees gather in the
+  /// outcome's one token (one bounding range: flushing it after scattered
+  /// pages is typically one full flush); should the tables to free outgrow a
+  /// token, the work gathered so far is done at once, as within one update.
+  /// What a batch adds is reading ahead: while the engine works on one item,
+  /// the entries later items will read are brought into the cache, so the
+  /// cache misses of scattered updates overlap instead of adding up.
   BatchOutcome map_each(const PageMap* items, u64 count, u64 size, Attrs attrs,
                         const MapOptions& opts = {}) {
     return for_each_item(
-        Op::Map, count, opts.tlb, [&](u64 k) { return items[k].va; },
+        count, opts.tlb, [&](u64 k) { return items[k].va; },
         [&](u64 k) { return map(items[k].va, items[k].pa, size, attrs, opts); });
   }
 
   /// Unmaps [va, va+size) for each of `vas`, in order, as map_each() maps:
-  /// each as its own unmap() with its TLB work done at once; stops at the
-  /// first failure.
+  /// each as its own unmap(); stops at the first failure.
   BatchOutcome unmap_each(const VirtAddr* vas, u64 count, u64 size, const UnmapOptions& opts = {}) {
     return for_each_item(
-        Op::Unmap, count, opts.tlb, [&](u64 k) { return vas[k]; },
+        count, opts.tlb, [&](u64 k) { return vas[k]; },
         [&](u64 k) { return unmap(vas[k], size, opts); });
   }
 
@@ -160,7 +162,7 @@ class AddressSpace {
       sink_.complete();
     }
     owed.clear_batch();
-    owed.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+    release_tables(owed);
   }
 
   /// The caller has done the TLB work itself (e.g. a full flush by reloading
@@ -168,7 +170,7 @@ class AddressSpace {
   void release_after_own_flush(FlushToken&& token) {
     FlushToken owed(static_cast<FlushToken&&>(token));
     owed.clear_batch();
-    owed.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+    release_tables(owed);
   }
 
   // ---- Reading -------------------------------------------------------------
@@ -271,6 +273,13 @@ class AddressSpace {
     OpStats stats{};
     FlushToken token{};
     Failure failure{};
+    // Protect's runs of leaves (protect_leaves()), counted in the order both
+    // passes meet them; the plan finds how many of the first ones a single
+    // group of alike leaves fills whole, and the apply pass rewrites those
+    // without testing each entry again (see protect_leaves()).
+    u64 stretches = 0;
+    u64 uniform_stretches = 0;
+    bool diverged = false;  // plan: a stretch was not uniform, or a leaf took the general path
     [[nodiscard]] bool apply() const { return pass == Pass::Apply; }
   };
 
@@ -416,6 +425,7 @@ class AddressSpace {
     }
     Ctx ctx{r, Pass::Apply};
     ctx.stats.tables_needed = needed;
+    ctx.uniform_stretches = plan_ctx.uniform_stretches;
     // The plan pass has ruled out every failure and counted every table.
     PTKIT_INVARIANT(dispatch(ctx));
     PTKIT_INVARIANT(ctx.stats.tables_allocated <= needed);
@@ -445,8 +455,22 @@ class AddressSpace {
     if (!batch.empty()) issue_invalidation(batch, &c.stats);
     sink_.complete();
     c.token.clear_batch();
-    c.token.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+    release_tables(c.token);
     return Outcome{c.stats, FlushToken{}};
+  }
+
+  /// Hands the token's table pages back to the allocator (their TLB work is
+  /// done), saying which are all zero where the allocator can use that.
+  void release_tables(FlushToken& token) {
+    token.take_frees([&](PhysAddr pa, bool zeroed) {
+      if constexpr (ZeroKeepingAllocator<Alloc>) {
+        if (zeroed) {
+          alloc_.release_zeroed(pa);
+          return;
+        }
+      }
+      alloc_.release(pa);
+    });
   }
 
   /// Makes every entry write so far visible to the walker: a writer that
@@ -474,18 +498,36 @@ class AddressSpace {
     }
   }
 
-  /// A table page became unreachable: free it after the TLB work. If the
-  /// token cannot hold more, do that work now rather than grow without bound.
-  void free_later(Ctx& c, PhysAddr table) {
+  /// A table page (at `level`) became unreachable: free it after the TLB
+  /// work. If the token cannot hold more, do that work now rather than grow
+  /// without bound.
+  void free_later(Ctx& c, PhysAddr table, unsigned level) {
     if (c.token.frees_full()) {
       publish();
       if (!c.token.batch().empty()) issue_invalidation(c.token.batch(), &c.stats);
       sink_.complete();
       c.token.clear_batch();
-      c.token.take_frees([&](PhysAddr pa) { alloc_.release(pa); });
+      release_tables(c.token);
     }
-    c.token.add_free(table);
+    c.token.add_free(table, known_zero(table, level));
     ++c.stats.tables_freed;
+  }
+
+  /// Whether the whole page of the table at `table` (at `level`) is 0: its
+  /// count says no entry is valid, the engine (which wrote every entry: that
+  /// is what keeping the count means) writes invalid entries as 0, and the
+  /// table fills its page.
+  bool known_zero(PhysAddr table, unsigned level) {
+    const u16* n = known_count(table);
+    if (n == nullptr || *n != 0 || format_.encode(Entry::invalid(), level) != 0 ||
+        entries(level) * sizeof(u64) != u64{1} << format_.page_shift())
+      return false;
+#ifdef PTKIT_CHECK_ENTRY_COUNTS  // tests: the page must be all zero indeed
+    u64* t = access_.table(table);
+    for (u64 k = 0; k < entries(level); ++k) PTKIT_INVARIANT(t[k] == 0);
+    access_.done(t);
+#endif
+    return true;
   }
 
   // ---- Single-leaf fast paths -------------------------------------------------
@@ -537,14 +579,11 @@ class AddressSpace {
   static constexpr unsigned kReadAheadLevels = 2;
 
   template <class VaOf, class Apply>
-  BatchOutcome for_each_item(Op op, u64 count, TlbMode tlb, VaOf&& va_of, Apply&& apply) {
+  BatchOutcome for_each_item(u64 count, TlbMode tlb, VaOf&& va_of, Apply&& apply) {
     BatchOutcome out;
-    if (tlb == TlbMode::Defer) {
-      out.failed = true;
-      out.failure = Failure{op, Error::BadConfig, count != 0 ? va_of(0) : VirtAddr(), {}, kNoLevel};
-      return out;
-    }
-    for (unsigned level = 0; level < kReadAheadLevels; ++level)
+    // The first items' entries, the higher level first: a read-ahead at a
+    // level walks through the entries the one above brought in.
+    for (unsigned level = kReadAheadLevels; level-- > 0;)
       for (u64 k = 0; k < count && k < (level + 1) * kReadAhead; ++k)
         prefetch_entry(va_of(k).value(), level);
     for (u64 k = 0; k < count; ++k) {
@@ -557,6 +596,11 @@ class AddressSpace {
         out.failed = true;
         out.failure = r.failure();
         return out;
+      }
+      if (tlb == TlbMode::Defer) {
+        FlushToken& owed = r->token;
+        if (!out.token.can_absorb(owed)) flush(static_cast<FlushToken&&>(out.token));
+        out.token.absorb(static_cast<FlushToken&&>(owed));
       }
       ++out.done;
     }
@@ -693,7 +737,7 @@ class AddressSpace {
       owe(c, r.lo, r.hi, span_shift_[up - 1], false, true);
       done(child);
       p.bottom = up;
-      free_later(c, table_pa[up]);
+      free_later(c, table_pa[up], up - 1);
     }
     release_path(p);
     return Fast::Done;
@@ -1119,7 +1163,7 @@ class AddressSpace {
         // suffices.
         owe(c, s_lo, s_hi, span_shift_[level - 1], false, true);
         done(child);
-        free_later(c, e.pa);
+        free_later(c, e.pa, level - 1);
         return true;
       }
       done(child);
@@ -1220,6 +1264,12 @@ class AddressSpace {
         if (ok && r.merge && c.apply()) try_merge(c, level, view, i, base, e);
         return ok;
       }
+      // From here the passes may meet different stretches (a split's new
+      // table is real only in the apply pass): the plan's verdict ends here.
+      // Conservative: an extra stretch in the apply pass only shifts the
+      // verdicts onto earlier stretches, also uniform; but what the general
+      // path does to the count is not worth reasoning about for a rare case.
+      c.diverged = c.diverged || !c.apply();
       const Attrs changed = r.change.applied_to(e.attrs);
       if (changed == e.attrs) return true;
       if (!format_.can_express(changed)) return fail(c, Error::AttrUnsupported, s_lo, e.pa, level);
@@ -1275,6 +1325,13 @@ class AddressSpace {
   /// the fast path declines: tables, holes, splits, breaks, errors). Each
   /// entry ends as the general path would write it (tests check that on
   /// every format); one invalidation range is owed for the stretch.
+  ///
+  /// The plan pass has read every entry the apply pass rewrites. Where it
+  /// found a stretch filled whole by the group of its first entry (the usual
+  /// case: a range mapped alike), the apply pass takes the stretch as one
+  /// group once its first entry is decoded, instead of testing each entry
+  /// again: nothing changes the tables between the passes but the walker,
+  /// which sets only kept bits (accessed, dirty), outside the group's key.
   u64 protect_leaves(Ctx& c, unsigned level, const View& view, unsigned i, u64 base, u64 hi,
                      LeafGroup& g) {
     const unsigned shift = span_shift_[level];
@@ -1283,6 +1340,10 @@ class AddressSpace {
     u64 n_max = ((hi - base) >> shift) + ((((hi - base) & mask) == mask) ? 1 : 0);
     if (n_max > entries(level) - i) n_max = entries(level) - i;
     if (n_max == 0) return 0;
+    // Counted only when its first entry is a leaf done here; the others
+    // (tables, holes) both passes give to the general path alike.
+    const bool uniform_in_plan = c.apply() && c.stretches < c.uniform_stretches;
+    bool uniform = true;  // one group, not a contiguous run, fills the stretch
     u64* t = view.ptr + i;
     before_read(t, n_max);
     u64 done_n = 0;
@@ -1297,7 +1358,13 @@ class AddressSpace {
         if (!protect_group(c, level, raw, base + (done_n << shift), g)) break;
       }
       u64 n = 1;
-      if (g.contiguous && g.change) {
+      uniform = uniform && done_n == 0 && !(g.contiguous && g.change);
+      if (uniform && uniform_in_plan) {
+        n = n_max;
+#ifdef PTKIT_CHECK_PLAN_VERDICTS  // tests: the entries must match as the plan saw
+        PTKIT_INVARIANT(1 + count_matching(&t[1], n_max - 1, ~g.free, g.key) == n_max);
+#endif
+      } else if (g.contiguous && g.change) {
         // A whole run, from its first entry, holding its run's addresses in
         // order (as the general path would rewrite them).
         // Runs that follow it holding the next addresses (raw + k * delta,
@@ -1321,6 +1388,15 @@ class AddressSpace {
         if (c.apply()) store_masked(view, level, i + done_n, n, g.free, g.set);
       }
       done_n += n;
+    }
+    if (done_n != 0) {
+      ++c.stretches;
+      if (!c.apply()) {
+        if (uniform && done_n == n_max && !c.diverged)
+          ++c.uniform_stretches;
+        else
+          c.diverged = true;
+      }
     }
     if (changed != 0) {
       c.stats.leaves_written += changed;
@@ -1569,7 +1645,7 @@ class AddressSpace {
     store(c, view, level, i, format_.encode(merged, level));
     if (!brk) owe(c, base, last, span_shift_[level - 1], first.attrs.global, true);
     ++c.stats.merges;
-    free_later(c, table.pa);
+    free_later(c, table.pa, level - 1);
   }
 
   // ---- Runs of the contiguous hint ------------------------------------------------

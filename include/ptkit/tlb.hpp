@@ -82,6 +82,11 @@ class TlbBatch {
   }
   [[nodiscard]] bool global() const { return global_; }
   void clear() { *this = TlbBatch{}; }
+  /// Grows this batch to cover `other` too.
+  void add(const TlbBatch& other) {
+    if (!other.empty_)
+      add(other.first_, other.last_, other.stride_shift_, other.global_, other.tables_);
+  }
 
  private:
   u64 first_ = 0;
@@ -125,15 +130,35 @@ class [[nodiscard]] FlushToken {
   // Engine side.
   TlbBatch& batch() { return batch_; }
   [[nodiscard]] bool frees_full() const { return count_ == kMaxPendingFrees; }
-  void add_free(PhysAddr pa) { frees_[count_++] = pa.value(); }
+  /// `zeroed`: the engine knows every entry of the page is 0 (it cleared
+  /// them all and kept count), so the allocator may hand it out as zero.
+  void add_free(PhysAddr pa, bool zeroed = false) {
+    frees_[count_++] = pa.value() | (zeroed ? kZeroedBit : 0);
+  }
+  /// Calls release(pa, zeroed) for each page held, and forgets them.
   template <class Fn>
   void take_frees(Fn&& release) {
-    for (unsigned i = 0; i < count_; ++i) release(PhysAddr(frees_[i]));
+    for (unsigned i = 0; i < count_; ++i)
+      release(PhysAddr(frees_[i] & ~kZeroedBit), (frees_[i] & kZeroedBit) != 0);
     count_ = 0;
   }
   void clear_batch() { batch_.clear(); }
+  /// Whether `other`'s pages fit beside this token's.
+  [[nodiscard]] bool can_absorb(const FlushToken& other) const {
+    return count_ + other.count_ <= kMaxPendingFrees;
+  }
+  /// Takes over what `other` owes: its range joins this one's, its pages are
+  /// added (precondition: can_absorb(other)).
+  void absorb(FlushToken&& other) {
+    batch_.add(other.batch_);
+    for (unsigned i = 0; i < other.count_; ++i) frees_[count_++] = other.frees_[i];
+    other.batch_.clear();
+    other.count_ = 0;
+  }
 
  private:
+  static constexpr u64 kZeroedBit = 1;  // table pages are page aligned
+
   TlbBatch batch_;
   u64 frees_[kMaxPendingFrees];  // the first count_ are set; no need to clear the rest
   unsigned count_ = 0;
