@@ -211,14 +211,18 @@ TYPED_TEST(BatchTest, DeferredTlbWorkGathersInOneToken) {
   EXPECT_EQ(batched.tables_in_use(), 1u);
   for (const VirtAddr va : vas) EXPECT_TRUE(batched.recorder.covers(va.value()));
 
-  // A deferred batch that stops part way still owes the done items' work.
+  // A deferred batch that stops part way returns the token of the items it
+  // did; the failed item and those after it change nothing.
   ASSERT_TRUE(batched.s().map(vas[2], PhysAddr(0), page, attrs));
   BatchOutcome stopped = batched.s().map_each(items.data(), kItems, page, attrs, map_defer);
   ASSERT_TRUE(stopped.failed);
   EXPECT_EQ(stopped.done, 2u);
   EXPECT_EQ(stopped.failure.error, Error::AlreadyMapped);
   batched.s().flush(std::move(stopped.token));
+  EXPECT_FALSE(stopped.token.pending());
   EXPECT_TRUE(batched.s().query(vas[1]));
+  EXPECT_EQ(batched.s().query(vas[2])->pa, PhysAddr(0)) << "the failed item changed its page";
+  EXPECT_FALSE(batched.s().query(vas[3])) << "an item after the failure was applied";
 }
 
 TYPED_TEST(BatchTest, EmptyBatches) {
