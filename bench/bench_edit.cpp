@@ -266,7 +266,8 @@ void BM_Protect1G_4K(benchmark::State& state) {
   mo.leaf_sizes = 4 * KiB;
   const Attrs rwx{Perm::R | Perm::W | Perm::X, MemType::WriteBack, true};
   u64 leaves = 0, ranges = 0, invalidations = 0, full = 0;
-  double protect_s = 0, loop_s = 0;
+  double protect_s = 0;
+  double loop_s = 0;
   for (auto _ : state) {
     auto s = make_space<Config>(pool);
     auto mapped = s.map(VirtAddr(va), PhysAddr(va), GiB, rwx, mo);

@@ -70,7 +70,8 @@ void BM_Walk4G_4K(benchmark::State& state) {
   auto space = mapped_4g<Config>(pool, va);
   const u64 table_pages = pool.pages() - space.allocator().pages_free();
   u64 ranges = 0, bytes = 0;
-  double total_s = 0, floor_s = 0;
+  double total_s = 0;
+  double floor_s = 0;
   for (auto _ : state) {
     const auto f0 = Clock::now();
     benchmark::DoNotOptimize(breaks_in_tables(pool, table_pages));

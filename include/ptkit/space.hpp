@@ -486,8 +486,8 @@ class AddressSpace {
   /// queue; such a writer sends them first.
   void before_read(const u64* first, u64 count) const {
     if constexpr (requires(Writer & w) { w.before_read(first, count); })
-      const_cast<Writer&>(writer_).before_read(
-          first, count);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+      // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): reading is logically const
+      const_cast<Writer&>(writer_).before_read(first, count);
   }
 
   void issue_invalidation(const TlbBatch& batch, OpStats* stats) {
@@ -523,7 +523,7 @@ class AddressSpace {
     const u16* n = known_count(table);
     if (n == nullptr || *n != 0 || format_.encode(Entry::invalid(), level) != 0 ||
         entries(level) * sizeof(u64) != u64{1} << format_.page_shift())
-      return false;
+      return false;  // NOLINT(readability-simplify-boolean-expr): the tests' check follows
 #ifdef PTKIT_CHECK_ENTRY_COUNTS  // tests: the page must be all zero indeed
     u64* t = access_.table(table);
     for (u64 k = 0; k < entries(level); ++k) PTKIT_INVARIANT(t[k] == 0);
@@ -1709,7 +1709,8 @@ class AddressSpace {
     const u64 run_hi = run_lo + (run_size(level) - 1);
     u64 next[kMaxRunEntries];
     bool changed = false;
-    Entry old_first, new_first;
+    Entry old_first;
+    Entry new_first;
     for (unsigned k = 0; k < n; ++k) {
       const u64 base_k = run_lo + k * leaf_size(level);
       const u64 raw = read(view, level, first + k);

@@ -107,7 +107,9 @@ class [[nodiscard]] FlushToken {
 
   // Not defaulted: a value-initialized token (`FlushToken{}`) would zero its
   // 256 bytes of free slots first, once per update and per move.
-  FlushToken() noexcept {}  // NOLINT(modernize-use-equals-default)
+  // NOLINTNEXTLINE(modernize-use-equals-default,cppcoreguidelines-pro-type-member-init)
+  FlushToken() noexcept {}
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): the move copies the slots in use
   FlushToken(FlushToken&& other) noexcept { *this = static_cast<FlushToken&&>(other); }
   FlushToken& operator=(FlushToken&& other) noexcept {
     batch_ = other.batch_;

@@ -88,7 +88,7 @@ class Paging {
 
   [[nodiscard]] constexpr Entry decode(u64 raw, unsigned level) const {
     if (!is_valid_raw(raw, level)) return Entry::invalid();
-    const bool leaf = level == 0 || ((level == 1 || level == 2) && (raw & kPageSize));
+    const bool leaf = level == 0 || ((level == 1 || level == 2) && (raw & kPageSize) != 0);
     if (!leaf) return Entry::table(PhysAddr(raw & address_mask(0)));
     Attrs a;
     a.perm = Perm::R;
