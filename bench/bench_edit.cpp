@@ -271,12 +271,18 @@ void BM_Protect1G_4K(benchmark::State& state) {
   for (auto _ : state) {
     auto s = make_space<Config>(pool);
     auto mapped = s.map(VirtAddr(va), PhysAddr(va), GiB, rwx, mo);
-    if (!mapped) state.SkipWithError("map failed");
+    if (!mapped) {
+      state.SkipWithError(to_string(mapped.error()));
+      break;
+    }
     const CountingSink before = s.sink();
     const auto t0 = Clock::now();
     auto r = s.protect(VirtAddr(va), GiB, AttrChange{Perm::None, Perm::W | Perm::X});
     const auto t1 = Clock::now();
-    if (!r) state.SkipWithError(to_string(r.error()));
+    if (!r) {
+      state.SkipWithError(to_string(r.error()));
+      break;
+    }
     const double secs = std::chrono::duration<double>(t1 - t0).count();
     state.SetIterationTime(secs);
     protect_s += secs;
