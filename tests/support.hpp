@@ -80,6 +80,9 @@ struct LevelScrambled : Inner {
   [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned level) const {
     return Inner::is_valid_raw(std::rotr(raw, int(rot(level))), level);
   }
+  [[nodiscard]] constexpr u64 table_address(u64 raw, unsigned level) const {
+    return Inner::table_address(std::rotr(raw, int(rot(level))), level);
+  }
 };
 
 /// Wraps a format with Arm's break-before-make rule (Arm ARM D8.14): a valid

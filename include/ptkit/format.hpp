@@ -37,6 +37,10 @@ struct LeafStep {
   u64 kept = 0;
 };
 
+/// What the optional `table_address()` of a format returns for a raw entry
+/// that does not point to a table (invalid, or a leaf): never a page address.
+inline constexpr u64 kNotTable = ~u64{0};
+
 /// A decoded descriptor, independent of the architecture.
 struct Entry {
   EntryKind kind = EntryKind::Invalid;
@@ -137,6 +141,13 @@ struct ExampleFormat {
   [[nodiscard]] constexpr LeafStep leaf_step(unsigned level, bool /*contiguous*/) const {
     const unsigned shift = 12 + 9 * level;
     return LeafStep{true, u64{1} << shift, ((u64{1} << 40) - 1) & ~((u64{1} << shift) - 1), 0};
+  }
+  /// Optional. The next table's address when `raw` at `level` is a valid
+  /// table entry, else kNotTable: decode()'s answer without decoding a
+  /// leaf's attributes. Single-page updates and batch read-ahead descend
+  /// through it; formats without it are descended with decode().
+  [[nodiscard]] constexpr u64 table_address(u64 raw, unsigned /*level*/) const {
+    return (raw & 3) == 1 ? raw & ~u64{0xFFF} : kNotTable;
   }
   /// Cheap validity test of a raw entry at `level`, used by the engine's scans.
   [[nodiscard]] constexpr bool is_valid_raw(u64 raw, unsigned /*level*/) const {

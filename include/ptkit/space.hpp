@@ -620,10 +620,9 @@ class AddressSpace {
       PhysAddr table = root_;
       for (unsigned l = format_.levels() - 1; l > level; --l) {
         const u64 raw = __atomic_load_n(&access_.table(table)[index_of(va, l)], __ATOMIC_RELAXED);
-        if (!format_.is_valid_raw(raw, l)) return;
-        const Entry e = format_.decode(raw, l);
-        if (!e.is_table()) return;
-        table = e.pa;
+        const u64 next = next_table(raw, l);
+        if (next == kNotTable) return;
+        table = PhysAddr(next);
       }
       __builtin_prefetch(&access_.table(table)[index_of(va, level)], 1);
     }
@@ -681,9 +680,9 @@ class AddressSpace {
         result = Fast::Done;
         break;
       }
-      const Entry e = format_.decode(raw, level);
-      if (!e.is_table()) break;
-      p.view(level - 1) = real(e.pa);
+      const u64 next = next_table(raw, level);
+      if (next == kNotTable) break;
+      p.view(level - 1) = real(PhysAddr(next));
       p.bottom = level - 1;
     }
     release_path(p);
@@ -815,6 +814,18 @@ class AddressSpace {
       return __atomic_load_n(&v.ptr[index], __ATOMIC_RELAXED);
     }
     return format_.encode(split_piece(v.split_of, level, index), level);
+  }
+
+  /// The table `raw` at `level` points to, or kNotTable: through the
+  /// format's table_address() where it has one (it skips decoding a leaf's
+  /// attributes), else decode().
+  [[nodiscard]] u64 next_table(u64 raw, unsigned level) const {
+    if constexpr (requires { format_.table_address(raw, level); }) {
+      return format_.table_address(raw, level);
+    } else {
+      const Entry e = format_.decode(raw, level);
+      return e.is_table() ? e.pa.value() : kNotTable;
+    }
   }
 
   /// Decodes the entry mapping `base` at `level`. A leaf with the contiguous

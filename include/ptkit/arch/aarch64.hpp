@@ -388,6 +388,12 @@ class Paging {
     return Entry::leaf(PhysAddr(pa), a, raw & kKeptBits, contiguous);
   }
 
+  [[nodiscard]] constexpr u64 table_address(u64 raw, unsigned level) const {
+    return is_valid_raw(raw, level) && level != 0 && (raw & kTableOrPage) != 0
+               ? unpack_address(raw, page_shift())
+               : kNotTable;
+  }
+
   /// Tables: address and type only; the hierarchical bits stay 0 so the leaf
   /// alone decides access. Leaves: AF set (ptkit maps accessed; no hardware
   /// AF management), NS 0, nT 0. User leaves are never executable at EL1

@@ -182,6 +182,12 @@ class Paging {
     return Entry::leaf(PhysAddr(base_ppn << 12), a, raw & kept_bits(), napot);
   }
 
+  [[nodiscard]] constexpr u64 table_address(u64 raw, unsigned level) const {
+    return is_valid_raw(raw, level) && (raw & kPermBits) == 0
+               ? ((raw & kPpnMask) >> kPpnShift) << 12
+               : kNotTable;
+  }
+
   /// Pointers: V and the PPN only (R=W=X=0; A, D, U, PBMT and N must be
   /// zero in a non-leaf PTE, §4.3.1 and ch. 5-6; G stays 0 so that G on the
   /// leaves alone says what is global). Leaves: V, R/W/X/U, G, PBMT, RSW from

@@ -103,6 +103,11 @@ class Paging {
     return Entry::leaf(PhysAddr(raw & address_mask(level)), a, raw & kKeptBits);
   }
 
+  [[nodiscard]] constexpr u64 table_address(u64 raw, unsigned level) const {
+    const bool leaf = level == 0 || ((level == 1 || level == 2) && (raw & kPageSize) != 0);
+    return (raw & kPresent) != 0 && !leaf ? raw & address_mask(0) : kNotTable;
+  }
+
   /// Table entries grant everything (present, writable, user, executable):
   /// the leaf alone decides, so protect() never has to revisit upper levels.
   [[nodiscard]] constexpr u64 encode(const Entry& e, unsigned level) const {
