@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -25,6 +27,10 @@ static_assert(TableAllocator<FailingAllocator<FreeListAllocator<OffsetAccess>>>)
 static_assert(TableAllocator<FailingAllocator<BumpAllocator>>);
 static_assert(ZeroTrackingAllocator<FailingAllocator<FreeListAllocator<OffsetAccess>>>);
 static_assert(!ZeroTrackingAllocator<StaticPoolAllocator<70>>);
+static_assert(LookaheadAllocator<BumpAllocator>);
+static_assert(LookaheadAllocator<FreeListAllocator<OffsetAccess>>);
+static_assert(LookaheadAllocator<FailingAllocator<BumpAllocator>>);
+static_assert(!LookaheadAllocator<StaticPoolAllocator<70>>);
 
 // ---- BumpAllocator -----------------------------------------------------------------------
 
@@ -149,6 +155,19 @@ TEST(BumpAllocator, ReleaseDuringAReservationDoesNotRewind) {
   EXPECT_EQ(a.leaked(), 1u);
   EXPECT_EQ(a.next(), p0 + kPage);
   EXPECT_EQ(a.take(), p0 + kPage) << "the reservation still holds one page";
+}
+
+TEST(BumpAllocator, UpcomingNamesThePagesTakeWillReturn) {
+  BumpAllocator a(kBumpBase, 4);
+  EXPECT_EQ(a.upcoming(0), kBumpBase);
+  EXPECT_EQ(a.upcoming(3), kBumpBase + 3 * kPage);
+  EXPECT_EQ(a.upcoming(4), kNoPage) << "past the last page";
+  ASSERT_TRUE(a.reserve(2));
+  const PhysAddr second = a.upcoming(1);
+  a.take();
+  EXPECT_EQ(a.take(), second);
+  EXPECT_EQ(a.upcoming(1), kBumpBase + 3 * kPage);
+  EXPECT_EQ(a.upcoming(2), kNoPage);
 }
 
 // ---- StaticPoolAllocator ------------------------------------------------------------------
@@ -480,6 +499,76 @@ TEST(FreeListAllocator, TakeAndTakePageAgree) {
   EXPECT_EQ(fl.take_page().pa, mem.page(1));
   EXPECT_EQ(fl.take(), mem.page(2));
   EXPECT_EQ(fl.pages_free(), 1u);
+}
+
+/// PTKIT_SEED from the environment, or a fresh seed; printed for replay.
+u64 seed_for_test() {
+  if (const char* env = std::getenv("PTKIT_SEED")) return std::strtoull(env, nullptr, 0);
+  return std::random_device{}() | (u64{std::random_device{}()} << 32);
+}
+
+TEST(FreeListAllocator, UpcomingFollowsTheListAsPagesComeAndGo) {
+  // A model of the list beside the allocator: takes pop the front, releases
+  // push there. upcoming(n) must name model[n] whatever came before it
+  // (its cursor moves with the list), and nothing past the end.
+  constexpr u64 kPages = 48;
+  HostPages mem(kPages);
+  FreeList fl(mem.access());
+  std::deque<u64> model;
+  fl.add_range(mem.base(), kPages / 2, PageContents::Zeroed);
+  for (u64 i = 0; i < kPages / 2; ++i) model.push_back(mem.page(i).value());
+  u64 next_range = kPages / 2;
+  std::vector<u64> held;
+  const u64 seed = seed_for_test();
+  std::printf("seed %llu (PTKIT_SEED replays)\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  u64 n = 0;
+  for (int step = 0; step < 20000; ++step) {
+    switch (rng() % 6) {
+      case 0:
+      case 1:  // ask for the next one, as a batch does
+        n = rng() % 4 == 0 ? rng() % (model.size() + 2) : n + 1;
+        if (n < model.size()) {
+          ASSERT_EQ(fl.upcoming(n).value(), model[n]) << "step " << step << " n " << n;
+        } else {
+          ASSERT_EQ(fl.upcoming(n), kNoPage) << "step " << step << " n " << n;
+        }
+        break;
+      case 2:
+      case 3:
+        if (model.empty()) break;
+        ASSERT_TRUE(fl.reserve(1));
+        ASSERT_EQ(fl.take().value(), model.front()) << "step " << step;
+        held.push_back(model.front());
+        model.pop_front();
+        n = n == 0 ? 0 : n - 1;
+        break;
+      case 4:
+        if (held.empty()) break;
+        {
+          const size_t i = rng() % held.size();
+          if (rng() % 2 == 0) {
+            fl.release(PhysAddr(held[i]));
+          } else {
+            std::memset(mem.host(PhysAddr(held[i])), 0, kPage);
+            fl.release_zeroed(PhysAddr(held[i]));
+          }
+          model.push_front(held[i]);
+          held[i] = held.back();
+          held.pop_back();
+          ++n;
+        }
+        break;
+      default:
+        if (next_range == kPages) break;
+        fl.add_range(mem.page(next_range), 1);
+        model.push_front(mem.page(next_range).value());
+        ++next_range;
+        ++n;
+        break;
+    }
+    ASSERT_EQ(fl.pages_free(), model.size());
+  }
 }
 
 // ---- FailingAllocator -----------------------------------------------------------------------

@@ -52,6 +52,17 @@ concept ZeroKeepingAllocator = TableAllocator<A> && requires(A a, PhysAddr pa) {
   {a.release_zeroed(pa)};
 };
 
+/// Optional: an allocator that can say which page its n-th next take()
+/// returns (n = 0: the next one), or kNoPage when it cannot tell. A hint the
+/// engine uses in batches to bring the spot of a fresh table it will write
+/// toward the cache before it takes the page: the first write to a fresh
+/// page, a cache and TLB miss, is most of a scattered map's time otherwise.
+inline constexpr PhysAddr kNoPage{~u64{0}};
+template <class A>
+concept LookaheadAllocator = TableAllocator<A> && requires(A a, u64 n) {
+  { a.upcoming(n) } -> std::same_as<PhysAddr>;
+};
+
 /// Optional: an allocator that keeps, beside the table pages it hands out,
 /// a count of each page's valid entries for the engine (as a kernel keeps
 /// page-table counts in its page descriptors). An unmap then knows a table
@@ -133,6 +144,10 @@ class BumpAllocator {
   }
   void give_back_unused() { reserved_ = 0; }
 
+  /// LookaheadAllocator: pages go out in address order.
+  [[nodiscard]] PhysAddr upcoming(u64 n) const {
+    return n < pages_free() ? next_ + n * page_size_ : kNoPage;
+  }
   [[nodiscard]] u64 pages_free() const { return (end_ - next_) / page_size_; }
   [[nodiscard]] u64 leaked() const { return leaked_; }
   [[nodiscard]] PhysAddr next() const { return next_; }
@@ -229,6 +244,7 @@ class FreeListAllocator {
     head_ = PhysAddr(link & ~kZeroedBit);
     --reserved_;
     --free_;
+    if (ahead_ != kNoCursor) ahead_ = ahead_ == 0 ? kNoCursor : ahead_ - 1;
     // The next take() starts with a read of the next page's link: on a
     // large pool that is a miss, which can overlap with the caller's work.
     if constexpr (FixedTableAccess<Access>)
@@ -249,8 +265,28 @@ class FreeListAllocator {
   void give_back_unused() { reserved_ = 0; }
   [[nodiscard]] u64 pages_free() const { return free_; }
 
+  /// LookaheadAllocator. Follows the links from a cursor that stays in the
+  /// list as pages come and go, so asking for n, then n + 1 as takes go on
+  /// reads one link per call; the cursor's next link is brought toward the
+  /// cache for the call after.
+  PhysAddr upcoming(u64 n) {
+    if (n >= free_) return kNoPage;
+    if (ahead_ == kNoCursor || ahead_ > n) {
+      cursor_ = head_;
+      ahead_ = 0;
+    }
+    for (; ahead_ < n; ++ahead_) {
+      u64* page = access_.table(cursor_);
+      cursor_ = PhysAddr(page[0] & ~kZeroedBit);
+      access_.done(page);
+    }
+    if constexpr (FixedTableAccess<Access>) __builtin_prefetch(access_.table(cursor_));
+    return cursor_;
+  }
+
  private:
   static constexpr u64 kZeroedBit = 1;  // links are page aligned
+  static constexpr u64 kNoCursor = ~u64{0};
 
   void push(PhysAddr pa, bool zeroed) {
     u64* page = access_.table(pa);
@@ -258,6 +294,7 @@ class FreeListAllocator {
     access_.done(page);
     head_ = pa;
     ++free_;
+    if (ahead_ != kNoCursor) ++ahead_;  // one more page before the cursor
   }
 
   Access access_;
@@ -266,6 +303,8 @@ class FreeListAllocator {
   u64 free_ = 0;
   u64 reserved_ = 0;
   EntryCounts counts_;
+  PhysAddr cursor_;        // upcoming(): a page of the list,
+  u64 ahead_ = kNoCursor;  // that many links after the head
 };
 
 /// Test allocator: wraps another and refuses the reservation that would hand
@@ -285,6 +324,7 @@ class FailingAllocator {
     return true;
   }
   PhysAddr take() { return inner_.take(); }
+  PhysAddr upcoming(u64 n) requires LookaheadAllocator<Inner> { return inner_.upcoming(n); }
   TakenPage take_page() requires ZeroTrackingAllocator<Inner> { return inner_.take_page(); }
   u16* entry_count(PhysAddr pa) requires EntryCountingAllocator<Inner> {
     return inner_.entry_count(pa);
