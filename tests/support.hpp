@@ -240,6 +240,10 @@ struct Recorder {
   /// Sees every event, table-page allocations and frees included, for the
   /// simulator's rule checker (tests/checked.hpp).
   std::function<void(const Event&)> tracer;
+  /// Every page the allocator handed out, in order, and every answer of its
+  /// upcoming(n): the position among those takes it named, and the page.
+  std::vector<u64> taken;
+  std::vector<std::pair<u64, u64>> predicted;
 
   void add(const Event& e) {
     if (on_event) on_event(e);
@@ -290,6 +294,14 @@ class RecordingAllocator {
   PhysAddr take() {
     const PhysAddr pa = inner_->take();
     recorder_->page(Event::Alloc, pa);
+    recorder_->taken.push_back(pa.value());
+    return pa;
+  }
+  /// Forwarded, so that every batch reads ahead into its fresh tables;
+  /// each answer is recorded with the take it names.
+  PhysAddr upcoming(u64 n) requires LookaheadAllocator<Inner> {
+    const PhysAddr pa = inner_->upcoming(n);
+    recorder_->predicted.emplace_back(recorder_->taken.size() + n, pa.value());
     return pa;
   }
   void release(PhysAddr pa) {

@@ -63,9 +63,19 @@ TYPED_TEST(BatchTest, SameAsOneCallPerItem) {
     vas.clear();
     for (u64 k = 0; k < n; ++k) {
       // Now and then a page already in the batch: a map stops there.
-      const u64 va =
+      u64 va =
           k > 0 && rng() % 16 == 0 ? vas[rng() % k].value() : base + (rng() % window_pages) * page;
-      items.push_back(PageMap{VirtAddr(va), PhysAddr(va - base)});
+      u64 pa = va - base;
+      // Now and then an item its own validation refuses (a batch checks
+      // per item only what depends on the addresses).
+      switch (rng() % 64) {
+        case 0: va += 8; break;            // Unaligned
+        case 1: pa += page / 2; break;     // Unaligned (a map)
+        case 2: va = u64{1} << 62; break;  // NonCanonical
+        case 3: pa = u64{1} << 60; break;  // PhysTooLarge (a map)
+        default: break;
+      }
+      items.push_back(PageMap{VirtAddr(va), PhysAddr(pa)});
       vas.push_back(VirtAddr(va));
     }
     UnmapOptions uo;  // holes are skipped, or stop the batch
@@ -88,6 +98,8 @@ TYPED_TEST(BatchTest, SameAsOneCallPerItem) {
       ++stopped;
       EXPECT_EQ(b.failure.error, failure.error);
       EXPECT_EQ(b.failure.va, failure.va);
+      EXPECT_EQ(b.failure.pa, failure.pa);
+      EXPECT_EQ(b.failure.level, failure.level);
     }
     ASSERT_EQ(batched.snapshot(), single.snapshot()) << "round " << round;
     expect_same_trace(batched.recorder, single.recorder);
@@ -96,6 +108,35 @@ TYPED_TEST(BatchTest, SameAsOneCallPerItem) {
   // A map stops on a page mapped twice, an unmap with OnHole::Error on a
   // hole: some batches must have stopped for the test to show that.
   EXPECT_GT(stopped, 0u);
+}
+
+// A batch of maps each needing one fresh leaf table (the tables above exist)
+// reads ahead into the pages it will take: the allocator is asked for each
+// of them, by its position among the takes, before it is taken.
+TYPED_TEST(BatchTest, ReadsAheadIntoTheTablesItsMapsWillTake) {
+  Fixture<TypeParam> fx(2048);
+  const u64 page = fx.page();
+  const u64 base = fx.va_base();
+  const Attrs attrs{RW, MemType::WriteBack, false};
+  const u64 span1 = fx.s().leaf_size(1);  // what one leaf table maps
+  ASSERT_TRUE(fx.s().map(VirtAddr(base), PhysAddr(0), page, attrs));
+  std::vector<PageMap> items;
+  for (u64 k = 1; k <= 32; ++k)
+    items.push_back({VirtAddr(base + k * span1 + (k % 7) * page), PhysAddr(k * page)});
+  const u64 first = fx.recorder.taken.size();
+  fx.recorder.predicted.clear();
+  const BatchOutcome b = fx.s().map_each(items.data(), items.size(), page, attrs);
+  ASSERT_FALSE(b.failed);
+  ASSERT_EQ(fx.recorder.taken.size(), first + items.size()) << "one fresh table per item";
+  for (u64 t = first; t < fx.recorder.taken.size(); ++t) {
+    bool named = false;
+    for (const auto& [position, pa] : fx.recorder.predicted)
+      if (position == t) {
+        EXPECT_EQ(pa, fx.recorder.taken[t]) << "take " << t - first;
+        named = true;
+      }
+    EXPECT_TRUE(named) << "take " << t - first << " was not read ahead";
+  }
 }
 
 TYPED_TEST(BatchTest, StopsAtTheFirstFailureWhichChangesNothing) {

@@ -122,19 +122,38 @@ class AddressSpace {
   /// token, the work gathered so far is done at once, as within one update.
   /// What a batch adds is reading ahead: while the engine works on one item,
   /// the entries later items will read are brought into the cache, so the
-  /// cache misses of scattered updates overlap instead of adding up.
+  /// cache misses of scattered updates overlap instead of adding up. With a
+  /// LookaheadAllocator that includes the entries they will write in the
+  /// fresh tables they take: a scattered map's first write to a fresh page
+  /// was most of its time. The checks that do not depend on the items'
+  /// addresses (size, attributes, options) are done once.
   BatchOutcome map_each(const PageMap* items, u64 count, u64 size, Attrs attrs,
                         const MapOptions& opts = {}) {
-    return for_each_item(
-        count, opts.tlb, [&](u64 k) { return items[k].va; },
-        [&](u64 k) { return map(items[k].va, items[k].pa, size, attrs, opts); });
+    const auto va_of = [&](u64 k) { return items[k].va; };
+    // What does not depend on an item's addresses is validated once: the
+    // request for address 0 is every item's, but for its range.
+    Request shape = map_request(VirtAddr(0), PhysAddr(0), size, attrs, opts);
+    if (shape.invalid || has_table_guard())
+      return for_each_item(count, opts.tlb, true, va_of,
+                           [&](u64 k) { return map(items[k].va, items[k].pa, size, attrs, opts); });
+    set_leaf_template(shape, size);
+    return for_each_item(count, opts.tlb, true, va_of, [&](u64 k) {
+      const u64 va = items[k].va.value();
+      const u64 pa = items[k].pa.value();
+      if (!address_checks_pass(va, pa, size))
+        return map(items[k].va, items[k].pa, size, attrs, opts);
+      shape.lo = va;
+      shape.hi = va + (size - 1);
+      shape.delta = pa - va;
+      return run(shape);
+    });
   }
 
   /// Unmaps [va, va+size) for each of `vas`, in order, as map_each() maps:
   /// each as its own unmap(); stops at the first failure.
   BatchOutcome unmap_each(const VirtAddr* vas, u64 count, u64 size, const UnmapOptions& opts = {}) {
     return for_each_item(
-        count, opts.tlb, [&](u64 k) { return vas[k]; },
+        count, opts.tlb, false, [&](u64 k) { return vas[k]; },
         [&](u64 k) { return unmap(vas[k], size, opts); });
   }
 
@@ -243,7 +262,12 @@ class AddressSpace {
     TlbMode tlb = TlbMode::FlushNow;
     bool invalid = false;  // validation failed: `failure` says why
     Failure failure{};
+    // A batch's leaves at one level, encoded once (see encode_leaf()).
+    unsigned template_level = kNoTemplate;
+    u64 template_raw = 0;    // the leaf mapping pa 0
+    u64 template_delta = 0;  // raw difference between consecutive leaves
   };
+  static constexpr unsigned kNoTemplate = ~0u;
 
   /// A table as the passes see it: a real table, or (plan pass only) the
   /// table a split would create, whose entries are synthesised from the leaf.
@@ -309,6 +333,46 @@ class AddressSpace {
     else if (writable_table(pa, size, attrs))
       reject(r, Error::WritableTable, va, pa);
     return r;
+  }
+
+  /// Where the leaves of `size` encode linearly (LeafStep), encodes the one
+  /// for pa 0 into `r`: the batch's items then add their address to it.
+  void set_leaf_template(Request& r, u64 size) const {
+    for (unsigned level = 0; level < format_.levels(); ++level) {
+      if (leaf_size(level) != size || !leaf_ok(r, level)) continue;
+      const LeafStep step = leaf_step(level, false);
+      if (!step.linear) return;
+      r.template_level = level;
+      r.template_raw = format_.encode(Entry::leaf(PhysAddr(0), r.attrs, 0, false), level);
+      r.template_delta = step.delta;
+    }
+  }
+
+  /// The leaf at `level` mapping `pa` with the request's attributes: from
+  /// the batch's template where it has one for this level (the leaf for
+  /// k leaves past pa 0 is the template + k * delta, see LeafStep).
+  [[nodiscard]] u64 encode_leaf(const Request& r, unsigned level, u64 pa, bool hint) const {
+    if (level == r.template_level && !hint)
+      return r.template_raw + (pa >> span_shift_[level]) * r.template_delta;
+    return format_.encode(Entry::leaf(PhysAddr(pa), r.attrs, 0, hint), level);
+  }
+
+  /// Whether map_request() accepts [va, va + size) -> [pa, pa + size) when it
+  /// accepts the same request at address 0 (size, leaf sizes and attributes
+  /// are valid): the addresses are aligned to the lowest bit of the size (a
+  /// multiple of the smallest leaf allowed), canonical, and pa fits. When
+  /// false, map_request() decides, and names the error.
+  [[nodiscard]] bool address_checks_pass(u64 va, u64 pa, u64 size) const {
+    const u64 last = size - 1;
+    const u64 pa_last = pa + last;
+    return is_aligned(va | pa, size & (~size + 1)) && in_one_half(va, va + last) && pa_last >= pa &&
+           (format_.phys_bits() >= 64 || (pa_last >> format_.phys_bits()) == 0);
+  }
+
+  /// Whether the format knows its table pages and refuses writable mappings
+  /// of them (writable_table() then depends on each pa).
+  static constexpr bool has_table_guard() {
+    return requires(const Format f, PhysAddr pa, u64 size) { f.holds_tables(pa, size); };
   }
 
   /// Whether a leaf with `attrs` over [pa, pa + size) would be a writable
@@ -578,21 +642,37 @@ class AddressSpace {
   /// k + 2 * kReadAhead. Enough items to cover a miss to memory (hundreds of
   /// ns) with the work of the items in between.
   static constexpr u64 kReadAhead = 8;
-  static constexpr unsigned kReadAheadLevels = 2;
 
+  /// What a batch knows of the fresh tables its next items will take:
+  /// for items k .. k + kReadAhead - 1, how many each will take (as their
+  /// read-ahead found the path: the levels below its first invalid entry).
+  struct FreshAhead {
+    u8 tables[kReadAhead] = {};
+    u64 pending = 0;  // their sum: pages taken before the next item's
+  };
+
+  /// `takes_tables`: the items are maps, which take the fresh tables below
+  /// an invalid entry; with a LookaheadAllocator the batch reads ahead into
+  /// those pages too.
   template <class VaOf, class Apply>
-  BatchOutcome for_each_item(u64 count, TlbMode tlb, VaOf&& va_of, Apply&& apply) {
+  BatchOutcome for_each_item(u64 count, TlbMode tlb, bool takes_tables, VaOf&& va_of,
+                             Apply&& apply) {
     BatchOutcome out;
+    FreshAhead fresh;
     // The first items' entries, the higher level first: a read-ahead at a
     // level walks through the entries the one above brought in.
-    for (unsigned level = kReadAheadLevels; level-- > 0;)
-      for (u64 k = 0; k < count && k < (level + 1) * kReadAhead; ++k)
-        prefetch_entry(va_of(k).value(), level);
+    for (u64 k = 0; k < count && k < 2 * kReadAhead; ++k) prefetch_entry(va_of(k).value(), 1);
+    for (u64 k = 0; k < count && k < kReadAhead; ++k)
+      read_ahead_leaf(va_of(k).value(), k, takes_tables, fresh);
     for (u64 k = 0; k < count; ++k) {
-      for (unsigned level = 0; level < kReadAheadLevels; ++level) {
-        const u64 ahead = k + (level + 1) * kReadAhead;
-        if (ahead < count) prefetch_entry(va_of(ahead).value(), level);
-      }
+      if (k + 2 * kReadAhead < count) prefetch_entry(va_of(k + 2 * kReadAhead).value(), 1);
+      // Item k + kReadAhead's pages come after those of items k .. k + 7,
+      // item k's included: it takes them below.
+      const u8 taken_now = fresh.tables[k % kReadAhead];
+      fresh.tables[k % kReadAhead] = 0;
+      if (k + kReadAhead < count)
+        read_ahead_leaf(va_of(k + kReadAhead).value(), k + kReadAhead, takes_tables, fresh);
+      fresh.pending -= taken_now;
       auto r = apply(k);
       if (!r) {
         out.failed = true;
@@ -609,23 +689,48 @@ class AddressSpace {
     return out;
   }
 
+  /// The read-ahead at level 0 for `item` of a batch. Where the path ends
+  /// at an invalid entry and the items are maps, the item will take fresh
+  /// tables: pages the allocator can name (LookaheadAllocator), after those
+  /// of the items before it. The entries it will write there are brought
+  /// toward the cache too (a guess: should an item take other pages, as
+  /// two items under one fresh table do, only a prefetch is wasted).
+  void read_ahead_leaf(u64 va, u64 item, bool takes_tables, FreshAhead& fresh) {
+    const unsigned tables = prefetch_entry(va, 0);
+    if constexpr (LookaheadAllocator<Alloc> && FixedTableAccess<Access>) {
+      if (!takes_tables || tables == 0) return;
+      // Taken top down: the j-th page becomes the table at level tables - 1 - j.
+      for (unsigned j = 0; j < tables; ++j) {
+        const PhysAddr page = alloc_.upcoming(fresh.pending + j);
+        if (page == kNoPage) break;
+        __builtin_prefetch(&access_.table(page)[index_of(va, tables - 1 - j)], 1);
+      }
+      fresh.tables[item % kReadAhead] = u8(tables);
+      fresh.pending += tables;
+    }
+  }
+
   /// Brings toward the cache the entry at `level` that an update of `va`
   /// will read: follows the tables down to the one that holds it, through
   /// entries an earlier call brought in, and prefetches its line. A hint
   /// only: it stops at an entry that is not a table, and does nothing where
   /// reaching a table costs more than a computation (transient slots).
-  void prefetch_entry(u64 va, unsigned level) const {
+  /// Returns how many tables are missing below the path: the levels under
+  /// an invalid entry it stopped at (0 when it reached `level`, stopped at a
+  /// leaf or did nothing).
+  unsigned prefetch_entry(u64 va, unsigned level) const {
     if constexpr (FixedTableAccess<Access>) {
-      if (level + 1 >= format_.levels() || !format_.is_canonical(VirtAddr(va))) return;
+      if (level + 1 >= format_.levels() || !format_.is_canonical(VirtAddr(va))) return 0;
       PhysAddr table = root_;
       for (unsigned l = format_.levels() - 1; l > level; --l) {
         const u64 raw = __atomic_load_n(&access_.table(table)[index_of(va, l)], __ATOMIC_RELAXED);
         const u64 next = next_table(raw, l);
-        if (next == kNotTable) return;
+        if (next == kNotTable) return format_.is_valid_raw(raw, l) ? 0 : l;
         table = PhysAddr(next);
       }
       __builtin_prefetch(&access_.table(table)[index_of(va, level)], 1);
     }
+    return 0;
   }
 
   void release_path(Path& p) {
@@ -661,8 +766,7 @@ class AddressSpace {
         if (!format_.is_valid_raw(raw, level)) {
           Run run;
           const bool hint = fresh_run(r, view, level, r.lo, run);
-          store(c, view, level, i,
-                format_.encode(Entry::leaf(PhysAddr(r.lo + r.delta), r.attrs, 0, hint), level));
+          store(c, view, level, i, encode_leaf(r, level, r.lo + r.delta, hint));
           ++c.stats.leaves_written;
           result = Fast::Done;
         }
@@ -1076,7 +1180,7 @@ class AddressSpace {
       }
       const LeafStep step = leaf_step(level, hint);
       u64 pa = base + r.delta;
-      u64 raw = format_.encode(Entry::leaf(PhysAddr(pa), r.attrs, 0, hint), level);
+      u64 raw = encode_leaf(r, level, pa, hint);
       if (step.linear) {
         store_fresh_run(t, table, level, k, end, raw, step.delta);
       } else {
