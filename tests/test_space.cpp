@@ -1072,6 +1072,41 @@ TYPED_TEST(RawPathTest, ProtectOfManyPagesIsOneMaskedRewrite) {
             (MappedRange{VirtAddr(va), PhysAddr(u64{1} << 32), n * P, change.applied_to(rwx)}));
 }
 
+// A leaf holding the highest address its field can, followed by entries that
+// hold raw + delta, raw + 2 * delta, ... (the field wrapped to zero, the carry
+// in the bit above it): they do not continue it, whatever they decode to. The
+// raw scan must stop at the top of the field, as walk()'s leaves do.
+TYPED_TEST(RawPathTest, RangesStopWhereTheAddressFieldWouldCarry) {
+  Fixture<TypeParam> fx(64);
+  auto& s = fx.s();
+  const auto& f = s.format();
+  if constexpr (!requires { f.leaf_step(0u, false); }) {
+    GTEST_SKIP() << "no raw layout";
+  } else {
+    const LeafStep step = f.leaf_step(0, false);
+    if (!step.linear || step.address == 0) GTEST_SKIP() << "no raw layout";
+    const u64 P = fx.page(), va = fx.va_base();
+    const u64 n = 32;
+    MapOptions mo;
+    mo.leaf_sizes = P;
+    mo.contiguous_hint = false;
+    ASSERT_TRUE(
+        s.map(VirtAddr(va), PhysAddr(u64{1} << 32), n * P, Attrs{RW, MemType::WriteBack, false}, mo)
+            .ok());
+    auto [slot, level] = leaf_slot(fx, va + 4 * P);
+    ASSERT_NE(slot, nullptr);
+    ASSERT_EQ(level, 0u);
+    const u64 top = *slot | step.address;
+    for (u64 k = 0; k < 20; ++k) slot[k] = top + k * step.delta;
+    const auto ranges = ranges_of(s, va, n * P);
+    ASSERT_EQ(ranges, coalesced_leaves(s, va, n * P));
+    for (const MappedRange& r : ranges)
+      EXPECT_FALSE(r.va.value() <= va + 4 * P && va + 5 * P < r.va.value() + r.size)
+          << "a range continues the top of the address field: " << std::hex << r.va.value() << " +"
+          << r.size;
+  }
+}
+
 // ---- The single-leaf fast paths ----------------------------------------------------
 //
 // map() and unmap() of exactly one leaf descend once where the case is simple

@@ -1557,35 +1557,57 @@ class AddressSpace {
 
   /// How many of the `count` entries from `t` hold raw + step.delta, raw +
   /// 2 * step.delta, ... in order, without the address field overflowing
-  /// (the hot loop of walk_ranges(): four entries per test).
+  /// (the hot loop of walk_ranges() and protect's fast path).
   static u64 count_linear(const u64* t, u64 count, u64 raw, const LeafStep& step) {
+    const u64 d = step.delta;
     // Steps left before the address field would carry into other bits. The
-    // field is a plain shifted copy of the address: its bits are contiguous
-    // from delta's bit up (checked; otherwise test entry by entry).
-    const u64 field = step.address / step.delta;
-    if ((step.address % step.delta) == 0 && (field & (field + 1)) == 0) {
-      const u64 room = field - ((raw & step.address) / step.delta);
-      if (count > room) count = room;
-    } else {
+    // field is a plain shifted copy of the address: a power-of-two step and
+    // contiguous bits from its bit up (checked; otherwise test entry by entry).
+    const unsigned shift = unsigned(__builtin_ctzll(d | (u64{1} << 63)));
+    const u64 field = step.address >> shift;
+    if ((d & (d - 1)) != 0 || (step.address & (d - 1)) != 0 || (field & (field + 1)) != 0) {
       u64 n = 0;
-      for (u64 want = raw + step.delta;
-           n < count && __atomic_load_n(&t[n], __ATOMIC_RELAXED) == want &&
-           ((want ^ raw) & ~step.address) == 0;
-           want += step.delta)
+      for (u64 want = raw + d; n < count && __atomic_load_n(&t[n], __ATOMIC_RELAXED) == want &&
+                               ((want ^ raw) & ~step.address) == 0;
+           want += d)
         ++n;
       return n;
     }
+    const u64 room = field - ((raw & step.address) >> shift);
+    if (count > room) count = room;
+    u64 n = linear_blocks(t, count, raw + d, d);
+    for (u64 want = raw + (n + 1) * d;
+         n < count && __atomic_load_n(&t[n], __ATOMIC_RELAXED) == want; want += d)
+      ++n;
+    return n;
+  }
+
+  /// How many entries from `t`, in whole blocks of eight (a cache line), hold
+  /// first, first + d, first + 2d, ...: the vector part of count_linear(),
+  /// in 16-byte vectors like block_mismatch() (one entry per lane, a
+  /// decision only), because the scalar loop ran at its instructions' speed.
+  static u64 linear_blocks(const u64* t, u64 count, u64 first, u64 d) {
+    using Pair = u64 __attribute__((vector_size(16)));
+    Pair w0 = {first, first + d};
+    const Pair two = {2 * d, 2 * d};
+    Pair w1 = w0 + two;
+    Pair w2 = w1 + two;
+    Pair w3 = w2 + two;
+    const Pair eight = two + two + two + two;
     u64 n = 0;
-    u64 want = raw + step.delta;
-    const u64 d = step.delta;
-    for (; n + 4 <= count; n += 4, want += 4 * d) {
-      const u64 d0 = __atomic_load_n(&t[n], __ATOMIC_RELAXED) ^ want;
-      const u64 d1 = __atomic_load_n(&t[n + 1], __ATOMIC_RELAXED) ^ (want + d);
-      const u64 d2 = __atomic_load_n(&t[n + 2], __ATOMIC_RELAXED) ^ (want + 2 * d);
-      const u64 d3 = __atomic_load_n(&t[n + 3], __ATOMIC_RELAXED) ^ (want + 3 * d);
-      if ((d0 | d1 | d2 | d3) != 0) break;
+    for (; n + 8 <= count; n += 8) {
+      Pair a, b, c, e;
+      __builtin_memcpy(&a, &t[n], sizeof a);
+      __builtin_memcpy(&b, &t[n + 2], sizeof b);
+      __builtin_memcpy(&c, &t[n + 4], sizeof c);
+      __builtin_memcpy(&e, &t[n + 6], sizeof e);
+      const Pair x = (a ^ w0) | (b ^ w1) | (c ^ w2) | (e ^ w3);
+      if ((x[0] | x[1]) != 0) break;
+      w0 += eight;
+      w1 += eight;
+      w2 += eight;
+      w3 += eight;
     }
-    for (; n < count && __atomic_load_n(&t[n], __ATOMIC_RELAXED) == want; want += step.delta) ++n;
     return n;
   }
 
