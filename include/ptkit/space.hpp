@@ -380,7 +380,7 @@ class AddressSpace {
   /// forbids that (Xen PV: Xen refuses it, and a guest that could write its
   /// tables could bypass every rule).
   [[nodiscard]] bool writable_table(PhysAddr pa, u64 size, const Attrs& attrs) const {
-    if constexpr (requires { format_.holds_tables(pa, size); }) {
+    if constexpr (has_table_guard()) {
       return has(attrs.perm, Perm::W) && format_.holds_tables(pa, size);
     } else {
       return false;
